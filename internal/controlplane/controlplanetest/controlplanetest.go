@@ -1,0 +1,197 @@
+// Package controlplanetest gives a test package one real control plane shared by
+// its tests, and each test a namespace of its own.
+//
+//	func TestMain(m *testing.M) { controlplanetest.Main(m) }
+//
+//	func TestSomething(t *testing.T) {
+//		env := controlplanetest.Start(t)
+//		ns := env.Namespace(t)
+//		...
+//	}
+//
+// The control plane starts with the first test that asks for it and stops when
+// the package's tests end. Packages started by one `go test ./...` take turns
+// through a lock file, so that on a small machine their API servers do not
+// starve each other.
+package controlplanetest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tinymod/tinymod/api/v1alpha1"
+	"github.com/tinymod/tinymod/internal/controlplane"
+)
+
+// Env is a running control plane and a client for it.
+type Env struct {
+	*controlplane.ControlPlane
+	// Client is a controller-runtime client that knows tinymod's kinds.
+	Client client.Client
+	// Scheme holds client-go's kinds and tinymod's.
+	Scheme *runtime.Scheme
+}
+
+var (
+	mu       sync.Mutex
+	shared   *Env
+	startErr error
+	lockFile *os.File
+)
+
+// Main runs the package's tests and then stops the shared control plane.
+func Main(m *testing.M) {
+	code := m.Run()
+	stop()
+	os.Exit(code)
+}
+
+// Start returns the package's control plane, starting it on first use. The test
+// fails, saying how to build them, when the binaries are missing.
+func Start(t testing.TB) *Env {
+	t.Helper()
+	mu.Lock()
+	defer mu.Unlock()
+	if shared == nil && startErr == nil {
+		shared, startErr = start()
+	}
+	if startErr != nil {
+		t.Fatalf("control plane: %v", startErr)
+	}
+	return shared
+}
+
+func start() (*Env, error) {
+	if err := controlplane.CheckBinaries(controlplane.BinDir()); err != nil {
+		return nil, err
+	}
+	if err := lock(); err != nil {
+		return nil, err
+	}
+	cp, err := controlplane.Start(controlplane.Options{})
+	if err != nil {
+		unlock()
+		return nil, err
+	}
+	scheme := NewScheme()
+	c, err := client.New(cp.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		_ = cp.Stop()
+		unlock()
+		return nil, err
+	}
+	return &Env{ControlPlane: cp, Client: c, Scheme: scheme}, nil
+}
+
+func stop() {
+	mu.Lock()
+	defer mu.Unlock()
+	if shared != nil {
+		if err := shared.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "controlplanetest: stop: %v\n", err)
+		}
+		shared = nil
+	}
+	unlock()
+}
+
+// Lock holds, until the test ends, the machine-wide lock that lets one test
+// control plane run at a time; for a test that starts a control plane of its
+// own (a `tinymod controlplane` process, say) instead of calling Start. A
+// package uses one or the other: the lock is not reentrant.
+func Lock(t testing.TB) {
+	t.Helper()
+	mu.Lock()
+	defer mu.Unlock()
+	if err := lock(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		unlock()
+	})
+}
+
+// lock waits for the machine-wide lock that lets one test control plane run at a time.
+func lock() error {
+	path := filepath.Join(os.TempDir(), "tinymod-controlplanetest.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		return fmt.Errorf("open lock %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("lock %s: %w", path, err)
+	}
+	lockFile = f
+	return nil
+}
+
+func unlock() {
+	if lockFile != nil {
+		_ = lockFile.Close() // closing releases the flock
+		lockFile = nil
+	}
+}
+
+// NewScheme returns a scheme with client-go's kinds and tinymod's.
+func NewScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := v1alpha1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// Namespace creates a namespace for the test alone, named after it, and deletes
+// it when the test ends.
+func (e *Env) Namespace(t testing.TB) string {
+	t.Helper()
+	name := strings.ToLower(t.Name())
+	name = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return '-'
+	}, name)
+	if len(name) > 40 {
+		name = name[:40]
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: strings.Trim(name, "-") + "-"}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.Client.Create(ctx, ns); err != nil {
+		t.Fatalf("create namespace: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = e.Client.Delete(ctx, ns)
+	})
+	return ns.Name
+}
+
+// Context returns a context bounded by the test's deadline, or by limit if sooner.
+func Context(t testing.TB, limit time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	t.Cleanup(cancel)
+	return ctx
+}
