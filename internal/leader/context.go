@@ -1,0 +1,29 @@
+package leader
+
+import "context"
+
+// Status tells whether this replica leads at the moment it is asked.
+type Status interface {
+	IsLeader() bool
+}
+
+// Static is a Status that never changes: for single-replica runs and tests.
+type Static bool
+
+// IsLeader returns s.
+func (s Static) IsLeader() bool { return bool(s) }
+
+type statusKey struct{}
+
+// NewContext returns ctx carrying s, which IsLeader consults on every call.
+func NewContext(ctx context.Context, s Status) context.Context {
+	return context.WithValue(ctx, statusKey{}, s)
+}
+
+// IsLeader reports whether the replica that delivered ctx leads now. It is live:
+// called in a loop, it turns false the moment leadership is lost. A context that
+// carries no Status is not a leader's.
+func IsLeader(ctx context.Context) bool {
+	s, _ := ctx.Value(statusKey{}).(Status)
+	return s != nil && s.IsLeader()
+}

@@ -1,0 +1,264 @@
+// Package mapping evaluates edge mappings: JSON templates whose "{{ expr }}"
+// strings are expressions over the incoming message, written in expr-lang
+// (https://expr-lang.org) with the message as $.
+//
+//	{"user": "{{$.who}}", "greeting": "hello {{$.who}}!", "big": "{{$.n > 10}}"}
+//
+// A string that is one whole expression keeps the expression's type (a number
+// stays a number); an expression inside a longer string is interpolated. A
+// path that is missing gives null at any depth ($.a.b.c with no a is null).
+package mapping
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strings"
+
+	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/vm"
+)
+
+const (
+	open  = "{{"
+	close = "}}"
+	// maxNodes bounds the size of one expression.
+	maxNodes = 1000
+)
+
+// Template is a compiled mapping, safe for concurrent use.
+type Template struct {
+	root node
+}
+
+type node interface {
+	eval(env map[string]any) (any, error)
+}
+
+// Compile parses a JSON template and compiles every expression in it. The
+// error names the expression that does not compile.
+func Compile(template []byte) (*Template, error) {
+	var v any
+	if err := json.Unmarshal(template, &v); err != nil {
+		return nil, fmt.Errorf("mapping is not JSON: %w", err)
+	}
+	root, err := compileValue(v)
+	if err != nil {
+		return nil, err
+	}
+	return &Template{root: root}, nil
+}
+
+// Eval evaluates the template against msg, a value in JSON form (maps, slices,
+// strings, float64s, bools, nil), and returns a value in the same form.
+func (t *Template) Eval(msg any) (any, error) {
+	return t.root.eval(map[string]any{"$": msg})
+}
+
+// HasExpressions reports whether the template reads the message at all.
+func (t *Template) HasExpressions() bool {
+	_, literal := t.root.(literalNode)
+	return !literal
+}
+
+func compileValue(v any) (node, error) {
+	switch v := v.(type) {
+	case string:
+		return compileString(v)
+	case map[string]any:
+		obj := objectNode{keys: make([]string, 0, len(v)), values: make([]node, 0, len(v))}
+		literal := true
+		for k, elem := range v {
+			n, err := compileValue(elem)
+			if err != nil {
+				return nil, err
+			}
+			if _, ok := n.(literalNode); !ok {
+				literal = false
+			}
+			obj.keys = append(obj.keys, k)
+			obj.values = append(obj.values, n)
+		}
+		if literal {
+			return literalNode{v}, nil
+		}
+		return obj, nil
+	case []any:
+		arr := arrayNode{values: make([]node, 0, len(v))}
+		literal := true
+		for _, elem := range v {
+			n, err := compileValue(elem)
+			if err != nil {
+				return nil, err
+			}
+			if _, ok := n.(literalNode); !ok {
+				literal = false
+			}
+			arr.values = append(arr.values, n)
+		}
+		if literal {
+			return literalNode{v}, nil
+		}
+		return arr, nil
+	default:
+		return literalNode{v}, nil
+	}
+}
+
+func compileString(s string) (node, error) {
+	if !strings.Contains(s, open) {
+		return literalNode{s}, nil
+	}
+	trimmed := strings.TrimSpace(s)
+	if strings.HasPrefix(trimmed, open) && strings.HasSuffix(trimmed, close) &&
+		strings.Count(trimmed, open) == 1 && strings.Count(trimmed, close) == 1 {
+		p, err := compileExpr(trimmed[len(open) : len(trimmed)-len(close)])
+		if err != nil {
+			return nil, err
+		}
+		return exprNode{p}, nil
+	}
+	var parts []node
+	rest := s
+	for {
+		i := strings.Index(rest, open)
+		if i < 0 {
+			if rest != "" {
+				parts = append(parts, literalNode{rest})
+			}
+			break
+		}
+		j := strings.Index(rest[i:], close)
+		if j < 0 {
+			return nil, fmt.Errorf("expression %q: no closing %s", rest[i:], close)
+		}
+		if i > 0 {
+			parts = append(parts, literalNode{rest[:i]})
+		}
+		p, err := compileExpr(rest[i+len(open) : i+j])
+		if err != nil {
+			return nil, err
+		}
+		parts = append(parts, exprNode{p})
+		rest = rest[i+j+len(close):]
+	}
+	return interpolationNode{parts}, nil
+}
+
+func compileExpr(src string) (*vm.Program, error) {
+	p, err := expr.Compile(strings.TrimSpace(src),
+		expr.AllowUndefinedVariables(),
+		expr.MaxNodes(maxNodes),
+		expr.Patch(optionalMembers{}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("expression %q: %w", strings.TrimSpace(src), err)
+	}
+	return p, nil
+}
+
+// optionalMembers turns every a.b into a?.b, so that a missing path is null
+// instead of an error.
+type optionalMembers struct{}
+
+func (optionalMembers) Visit(n *ast.Node) {
+	if m, ok := (*n).(*ast.MemberNode); ok && !m.Optional && !m.Method {
+		m.Optional = true
+		chain := &ast.ChainNode{Node: m}
+		chain.SetType(m.Type())
+		ast.Patch(n, chain)
+	}
+}
+
+type literalNode struct{ v any }
+
+func (n literalNode) eval(map[string]any) (any, error) { return n.v, nil }
+
+type exprNode struct{ p *vm.Program }
+
+func (n exprNode) eval(env map[string]any) (any, error) {
+	out, err := expr.Run(n.p, env)
+	if err != nil {
+		return nil, fmt.Errorf("expression %q: %w", n.p.Source().String(), err)
+	}
+	return normalize(out), nil
+}
+
+type interpolationNode struct{ parts []node }
+
+func (n interpolationNode) eval(env map[string]any) (any, error) {
+	var b strings.Builder
+	for _, p := range n.parts {
+		v, err := p.eval(env)
+		if err != nil {
+			return nil, err
+		}
+		switch v := v.(type) {
+		case nil:
+		case string:
+			b.WriteString(v)
+		default:
+			data, err := json.Marshal(v)
+			if err != nil {
+				return nil, err
+			}
+			b.Write(data)
+		}
+	}
+	return b.String(), nil
+}
+
+type objectNode struct {
+	keys   []string
+	values []node
+}
+
+func (n objectNode) eval(env map[string]any) (any, error) {
+	out := make(map[string]any, len(n.keys))
+	for i, k := range n.keys {
+		v, err := n.values[i].eval(env)
+		if err != nil {
+			return nil, err
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+type arrayNode struct{ values []node }
+
+func (n arrayNode) eval(env map[string]any) (any, error) {
+	out := make([]any, len(n.values))
+	for i, elem := range n.values {
+		v, err := elem.eval(env)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+// normalize turns expr's Go numbers into JSON's float64, so results compare
+// and encode like decoded JSON.
+func normalize(v any) any {
+	switch x := v.(type) {
+	case int:
+		return float64(x)
+	case int64:
+		return float64(x)
+	case float64, string, bool, nil, map[string]any, []any:
+		return v
+	}
+	rv := reflect.ValueOf(v)
+	switch rv.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return float64(rv.Int())
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return float64(rv.Uint())
+	case reflect.Float32:
+		return rv.Float()
+	}
+	return v
+}

@@ -1,0 +1,66 @@
+package scheduler
+
+import (
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	messages *prometheus.CounterVec
+	handle   *prometheus.HistogramVec
+}
+
+type portMetrics struct {
+	ok, failed prometheus.Counter
+	seconds    prometheus.Observer
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tinymod_messages_total",
+			Help: "Messages handled by node components, by node, port and result (ok or error).",
+		}, []string{"node", "port", "result"}),
+		handle: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tinymod_handle_seconds",
+			Help:    "Time node components spent handling a message, downstream hops included.",
+			Buckets: prometheus.ExponentialBuckets(0.00001, 4, 12),
+		}, []string{"node", "port"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.messages, m.handle} {
+			if err := reg.Register(c); err != nil {
+				var already prometheus.AlreadyRegisteredError
+				if !errors.As(err, &already) {
+					return nil, err
+				}
+			}
+		}
+	}
+	return m, nil
+}
+
+// forPort resolves the label values once, so counting costs no map lookups.
+func (m *metrics) forPort(node, port string) *portMetrics {
+	return &portMetrics{
+		ok:      m.messages.WithLabelValues(node, port, "ok"),
+		failed:  m.messages.WithLabelValues(node, port, "error"),
+		seconds: m.handle.WithLabelValues(node, port),
+	}
+}
+
+func (m *metrics) forget(node string) {
+	m.messages.DeletePartialMatch(prometheus.Labels{"node": node})
+	m.handle.DeletePartialMatch(prometheus.Labels{"node": node})
+}
+
+func (p *port) observe(start time.Time, result any) {
+	p.m.seconds.Observe(time.Since(start).Seconds())
+	if err, ok := result.(error); ok && err != nil {
+		p.m.failed.Inc()
+		return
+	}
+	p.m.ok.Inc()
+}

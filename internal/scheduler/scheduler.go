@@ -1,0 +1,277 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tinymod/tinymod/api/v1alpha1"
+	"github.com/tinymod/tinymod/internal/leader"
+	"github.com/tinymod/tinymod/module"
+)
+
+// DefaultMaxDepth bounds how many hops one message may take, so cycles end.
+const DefaultMaxDepth = 256
+
+// StatusWriter persists node status on the leader.
+type StatusWriter interface {
+	// UpdateStatus applies fn to a fresh copy of the node, whose Status.Metadata
+	// is never nil, and writes the status if it changed. fn may run again after a
+	// write conflict. It returns once the change is persisted or has failed.
+	UpdateStatus(ctx context.Context, node string, fn func(*v1alpha1.TinyNode) error) error
+	// Refresh asks for the node's status to be rendered again and written if it changed.
+	Refresh(node string)
+}
+
+// Transport carries messages to nodes of other modules.
+type Transport interface {
+	Send(ctx context.Context, targetModule string, msg Msg) any
+}
+
+// Lookup finds a TinyNode of the namespace by name, of any module.
+type Lookup func(name string) (*v1alpha1.TinyNode, bool)
+
+// Msg is a message for "<node>.<port>".
+type Msg struct {
+	// To is "<node>.<port>".
+	To string
+	// From is "<node>.<port>" of the sender, empty for an external message.
+	From string
+	// Data is the payload: a Go value or, from outside, JSON.
+	Data any
+	// ID identifies the message for idempotency; signals use their UID.
+	ID string
+}
+
+// Options configure a Scheduler.
+type Options struct {
+	// Module is the module this scheduler runs nodes for. Required.
+	Module module.Info
+	// Components are the components nodes may name. Defaults to module.Registered().
+	Components []module.Component
+	// Leader tells whether this replica leads. Defaults to never.
+	Leader leader.Status
+	// Status persists node status; nil drops status writes.
+	Status StatusWriter
+	// Lookup finds nodes outside this module; nil finds none.
+	Lookup Lookup
+	// Transport carries messages to other modules; nil fails them.
+	Transport Transport
+	// Metrics registers the scheduler's metrics; nil registers none.
+	Metrics prometheus.Registerer
+	// Log receives panics and delivery failures. Defaults to discarding.
+	Log logr.Logger
+	// MaxDepth bounds the hops of one message. Defaults to DefaultMaxDepth.
+	MaxDepth int
+}
+
+// Scheduler holds the instances of a module's nodes.
+type Scheduler struct {
+	opts       Options
+	components map[string]module.Component
+	metrics    *metrics
+
+	mu        sync.RWMutex
+	instances map[string]*instance
+}
+
+// New returns a Scheduler; it panics on a component registered twice.
+func New(opts Options) (*Scheduler, error) {
+	if opts.Module.Name == "" {
+		return nil, errors.New("scheduler: module name is required")
+	}
+	if opts.Components == nil {
+		opts.Components = module.Registered()
+	}
+	if opts.Leader == nil {
+		opts.Leader = leader.Static(false)
+	}
+	if opts.Lookup == nil {
+		opts.Lookup = func(string) (*v1alpha1.TinyNode, bool) { return nil, false }
+	}
+	if opts.MaxDepth == 0 {
+		opts.MaxDepth = DefaultMaxDepth
+	}
+	s := &Scheduler{
+		opts:       opts,
+		components: make(map[string]module.Component, len(opts.Components)),
+		instances:  map[string]*instance{},
+	}
+	for _, c := range opts.Components {
+		name := c.GetInfo().Name
+		if _, dup := s.components[name]; dup {
+			return nil, fmt.Errorf("scheduler: component %q given twice", name)
+		}
+		s.components[name] = c
+	}
+	m, err := newMetrics(opts.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
+	return s, nil
+}
+
+// Module returns the module the scheduler runs nodes for.
+func (s *Scheduler) Module() module.Info { return s.opts.Module }
+
+// Components returns the components the scheduler can run, sorted by name.
+func (s *Scheduler) Components() []module.Component {
+	out := make([]module.Component, 0, len(s.components))
+	for _, c := range s.components {
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].GetInfo().Name < out[j].GetInfo().Name })
+	return out
+}
+
+// IsLeader reports whether this replica leads now.
+func (s *Scheduler) IsLeader() bool { return s.opts.Leader.IsLeader() }
+
+func (s *Scheduler) instance(name string) *instance {
+	s.mu.RLock()
+	inst := s.instances[name]
+	s.mu.RUnlock()
+	return inst
+}
+
+// Problem is bad input that keeps a node from running as its spec says.
+type Problem struct {
+	// Reason is a CamelCase word for conditions and Events.
+	Reason string
+	// Message says what is wrong, naming the part of the spec.
+	Message string
+}
+
+// Problem reasons.
+const (
+	ReasonUnknownComponent = "UnknownComponent"
+	ReasonInvalidSettings  = "InvalidSettings"
+	ReasonSettingsRejected = "SettingsRejected"
+	ReasonInvalidEdge      = "InvalidEdge"
+	ReasonInvalidMapping   = "InvalidMapping"
+)
+
+// Update makes the node's instance match node: it creates the instance if
+// needed (replacing it when the component changed), delivers settings when they
+// changed and then the node on _reconcile. Problems with the spec are returned
+// and leave the rest of the node, and every other node, running.
+func (s *Scheduler) Update(ctx context.Context, node *v1alpha1.TinyNode) []Problem {
+	if node.Spec.Module != s.opts.Module.Name {
+		s.Remove(node.Name)
+		return nil
+	}
+	component, ok := s.components[node.Spec.Component]
+	if !ok {
+		s.Remove(node.Name)
+		return []Problem{{Reason: ReasonUnknownComponent, Message: fmt.Sprintf(
+			"spec.component: module %s has no component %q (it has %s)",
+			s.opts.Module.Name, node.Spec.Component, strings.Join(s.componentNames(), ", "))}}
+	}
+
+	s.mu.Lock()
+	inst := s.instances[node.Name]
+	if inst != nil && inst.componentName != node.Spec.Component {
+		delete(s.instances, node.Name)
+		s.mu.Unlock()
+		inst.destroy()
+		s.mu.Lock()
+		inst = nil
+	}
+	if inst == nil {
+		inst = s.newInstance(node.Name, node.Spec.Component, component.Instance())
+		s.instances[node.Name] = inst
+	}
+	s.mu.Unlock()
+
+	return inst.update(ctx, node)
+}
+
+// Remove destroys the node's instance, if there is one.
+func (s *Scheduler) Remove(name string) {
+	s.mu.Lock()
+	inst := s.instances[name]
+	delete(s.instances, name)
+	s.mu.Unlock()
+	if inst != nil {
+		inst.destroy()
+	}
+}
+
+// Stop destroys every instance.
+func (s *Scheduler) Stop() {
+	s.mu.Lock()
+	all := s.instances
+	s.instances = map[string]*instance{}
+	s.mu.Unlock()
+	for _, inst := range all {
+		inst.destroy()
+	}
+}
+
+// Has reports whether the node has a running instance.
+func (s *Scheduler) Has(name string) bool { return s.instance(name) != nil }
+
+// Handle delivers an external message (a signal, a message from another
+// module) to "<node>.<port>" of this module and returns the node's result.
+func (s *Scheduler) Handle(ctx context.Context, msg Msg) any {
+	nodeName, port, err := SplitTarget(msg.To)
+	if err != nil {
+		return module.Permanent(err)
+	}
+	inst := s.instance(nodeName)
+	if inst == nil {
+		return module.Permanent(fmt.Errorf("%w: %s in module %s", ErrNoNode, nodeName, s.opts.Module.Name))
+	}
+	return inst.receive(ctx, msg.From, port, msg.Data, true)
+}
+
+// ErrNoNode is the error for a message to a node that does not run here.
+var ErrNoNode = errors.New("no such node")
+
+// ErrNoPort is the error for a message to a port the node does not have.
+var ErrNoPort = errors.New("no such port")
+
+// ErrDepth is the error for a message that took too many hops, usually a cycle.
+var ErrDepth = errors.New("message depth limit reached (a cycle in the flow?)")
+
+// SplitTarget splits "<node>.<port>" at its last dot.
+func SplitTarget(to string) (node, port string, err error) {
+	i := strings.LastIndexByte(to, '.')
+	if i <= 0 || i == len(to)-1 {
+		return "", "", fmt.Errorf("target %q is not <node>.<port>", to)
+	}
+	return to[:i], to[i+1:], nil
+}
+
+func (s *Scheduler) componentNames() []string {
+	names := make([]string, 0, len(s.components))
+	for name := range s.components {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+type depthKey struct{}
+
+// depth returns how many hops the message carried by ctx has taken.
+func depth(ctx context.Context) int {
+	d, _ := ctx.Value(depthKey{}).(int)
+	return d
+}
+
+// WithDepth returns ctx for a message that has taken d hops, so a message that
+// arrives from another module keeps counting.
+func WithDepth(ctx context.Context, d int) context.Context {
+	return context.WithValue(ctx, depthKey{}, d)
+}
+
+// Depth returns the hops taken by the message ctx carries.
+func Depth(ctx context.Context) int { return depth(ctx) }
