@@ -81,7 +81,27 @@ type Options struct {
 
 	// StartTimeout bounds the start of each process. Defaults to 60 seconds.
 	StartTimeout time.Duration
+
+	// Audit makes the API server log every write to tinymod's kinds, Leases and
+	// Events, with the user who made it, to AuditLogPath.
+	Audit bool
 }
+
+// auditPolicy logs writes, the ones tests count, and nothing else.
+const auditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+  verbs: ["create", "update", "patch", "delete", "deletecollection"]
+  resources:
+  - group: "operator.tinysystems.io"
+  - group: "coordination.k8s.io"
+  - group: "events.k8s.io"
+  - group: ""
+    resources: ["events"]
+- level: None
+`
 
 // ControlPlane is a running etcd and kube-apiserver with tinymod's CRDs.
 type ControlPlane struct {
@@ -91,8 +111,11 @@ type ControlPlane struct {
 	Kubeconfig []byte
 	// BinDir is the folder of the binaries, kubectl included.
 	BinDir string
+	// AuditLogPath is the API server's audit log, with Options.Audit.
+	AuditLogPath string
 
-	env *envtest.Environment
+	env      *envtest.Environment
+	auditDir string
 }
 
 // Start runs etcd and kube-apiserver, installs the CRDs and waits until the API
@@ -118,6 +141,22 @@ func Start(opts Options) (*ControlPlane, error) {
 		}
 	}
 	apiServer := &envtest.APIServer{}
+	var auditLog, auditDir string
+	if opts.Audit {
+		if auditDir, err = os.MkdirTemp("", "tinymod-audit-"); err != nil {
+			return nil, err
+		}
+		policy := filepath.Join(auditDir, "policy.yaml")
+		if err := os.WriteFile(policy, []byte(auditPolicy), 0o600); err != nil {
+			return nil, err
+		}
+		auditLog = filepath.Join(auditDir, "audit.log")
+		apiServer.Configure().
+			Set("audit-policy-file", policy).
+			Set("audit-log-path", auditLog).
+			Set("audit-log-format", "json").
+			Set("audit-log-mode", "blocking")
+	}
 	if opts.Output != nil {
 		etcd.Out, etcd.Err = opts.Output, opts.Output
 		apiServer.Out, apiServer.Err = opts.Output, opts.Output
@@ -135,7 +174,17 @@ func Start(opts Options) (*ControlPlane, error) {
 		_ = env.Stop()
 		return nil, fmt.Errorf("start control plane: %w", err)
 	}
-	return &ControlPlane{Config: cfg, Kubeconfig: env.KubeConfig, BinDir: opts.BinDir, env: env}, nil
+	return &ControlPlane{Config: cfg, Kubeconfig: env.KubeConfig, BinDir: opts.BinDir, AuditLogPath: auditLog, auditDir: auditDir, env: env}, nil
+}
+
+// AddUser returns a config for a new user of the API server in groups, so a
+// replica can run as itself and its requests be told apart in the audit log.
+func (c *ControlPlane) AddUser(name string, groups ...string) (*rest.Config, error) {
+	u, err := c.env.AddUser(envtest.User{Name: name, Groups: groups}, nil)
+	if err != nil {
+		return nil, err
+	}
+	return rest.CopyConfig(u.Config()), nil
 }
 
 // Kubectl is the path of the kubectl built with the control plane.
@@ -143,5 +192,9 @@ func (c *ControlPlane) Kubectl() string { return filepath.Join(c.BinDir, "kubect
 
 // Stop stops kube-apiserver and etcd and waits for both to exit.
 func (c *ControlPlane) Stop() error {
-	return c.env.Stop()
+	err := c.env.Stop()
+	if c.auditDir != "" {
+		_ = os.RemoveAll(c.auditDir)
+	}
+	return err
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -344,7 +345,14 @@ func (s *Scheduler) deliver(ctx context.Context, e *edge, data any) any {
 		return module.Permanent(fmt.Errorf("edge %s to %s: %w", e.id, e.to, ErrNoNode))
 	}
 	if node.Spec.Module == s.opts.Module.Name {
-		return fmt.Errorf("edge %s to %s: the node is not running yet", e.id, e.to)
+		// A node of this module that exists but has not been reconciled yet:
+		// start its instance now rather than fail the message.
+		if problems := s.Update(ctx, node); s.instance(e.toNode) == nil {
+			return fmt.Errorf("edge %s to %s: the node cannot run: %s", e.id, e.to, ProblemsText(problems))
+		}
+		if target := s.instance(e.toNode); target != nil {
+			return target.receive(ctx, e.from, e.toPort, data, false)
+		}
 	}
 	if s.opts.Transport == nil {
 		return module.Permanent(fmt.Errorf("edge %s to %s: node of module %s, and this replica has no transport to other modules", e.id, e.to, node.Spec.Module))
@@ -517,4 +525,13 @@ func (p *port) validate(raw []byte) error {
 		return nil // a schema we cannot build does not block settings
 	}
 	return p.validator.Validate(raw)
+}
+
+// ProblemsText joins the problems' messages into one line.
+func ProblemsText(problems []Problem) string {
+	parts := make([]string, len(problems))
+	for i, p := range problems {
+		parts[i] = p.Message
+	}
+	return strings.Join(parts, "; ")
 }

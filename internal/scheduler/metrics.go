@@ -30,13 +30,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"node", "port"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.messages, m.handle} {
-			if err := reg.Register(c); err != nil {
-				var already prometheus.AlreadyRegisteredError
-				if !errors.As(err, &already) {
-					return nil, err
-				}
-			}
+		// Replicas sharing a process (tests) share one set of collectors.
+		var err error
+		if m.messages, err = register(reg, m.messages); err != nil {
+			return nil, err
+		}
+		if m.handle, err = register(reg, m.handle); err != nil {
+			return nil, err
 		}
 	}
 	return m, nil
@@ -63,4 +63,17 @@ func (p *port) observe(start time.Time, result any) {
 		return
 	}
 	p.m.ok.Inc()
+}
+
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	if err := reg.Register(c); err != nil {
+		var already prometheus.AlreadyRegisteredError
+		if errors.As(err, &already) {
+			if existing, ok := already.ExistingCollector.(C); ok {
+				return existing, nil
+			}
+		}
+		return c, err
+	}
+	return c, nil
 }

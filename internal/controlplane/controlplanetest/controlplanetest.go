@@ -16,7 +16,9 @@
 package controlplanetest
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -30,6 +32,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
@@ -81,7 +84,7 @@ func start() (*Env, error) {
 	if err := lock(); err != nil {
 		return nil, err
 	}
-	cp, err := controlplane.Start(controlplane.Options{})
+	cp, err := controlplane.Start(controlplane.Options{Audit: true})
 	if err != nil {
 		unlock()
 		return nil, err
@@ -194,4 +197,74 @@ func Context(t testing.TB, limit time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// UserConfig returns a config for a new cluster-admin user named name, so that
+// a replica runs as itself and the audit log tells its requests apart.
+func (e *Env) UserConfig(t testing.TB, name string) *rest.Config {
+	t.Helper()
+	cfg, err := e.AddUser(name, "system:masters")
+	if err != nil {
+		t.Fatalf("add user %s: %v", name, err)
+	}
+	return cfg
+}
+
+// AuditEvent is one write the API server logged.
+type AuditEvent struct {
+	Verb string `json:"verb"`
+	User struct {
+		Username string `json:"username"`
+	} `json:"user"`
+	ObjectRef struct {
+		Resource    string `json:"resource"`
+		Namespace   string `json:"namespace"`
+		Name        string `json:"name"`
+		Subresource string `json:"subresource"`
+		APIGroup    string `json:"apiGroup"`
+	} `json:"objectRef"`
+	ResponseStatus struct {
+		Code int `json:"code"`
+	} `json:"responseStatus"`
+}
+
+// Writes returns the writes user made in namespace ns, as the API server's
+// audit log records them.
+func (e *Env) Writes(t testing.TB, user, ns string) []AuditEvent {
+	t.Helper()
+	data, err := os.ReadFile(e.AuditLogPath)
+	if err != nil {
+		t.Fatalf("read audit log: %v", err)
+	}
+	var out []AuditEvent
+	for _, line := range bytes.Split(data, []byte("\n")) {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var ev AuditEvent
+		if err := json.Unmarshal(line, &ev); err != nil {
+			continue // a line being written
+		}
+		if ev.User.Username == user && ev.ObjectRef.Namespace == ns {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// Eventually polls cond every 20ms until it returns nil, and fails the test
+// with cond's last error once limit has passed.
+func Eventually(t testing.TB, limit time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %v", limit, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -1,0 +1,209 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"reflect"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tinymod/tinymod/api/v1alpha1"
+	"github.com/tinymod/tinymod/internal/leader"
+)
+
+// ErrNotLeader is returned for a status write asked of a replica that does not lead.
+var ErrNotLeader = errors.New("this replica does not lead the module")
+
+// DefaultStatusWindow is how long StatusWriter gathers changes to one node
+// before writing them together.
+const DefaultStatusWindow = 20 * time.Millisecond
+
+// maxConflictRetries bounds how often one batch is re-run after write conflicts.
+const maxConflictRetries = 8
+
+// StatusWriter writes TinyNode status on the leader. Changes that arrive for
+// one node within Window are applied in order to one fresh copy and written
+// once; a write that would change nothing is not made. Each write carries the
+// resourceVersion it was computed from, so a conflicting write fails and the
+// batch runs again on a fresher copy.
+type StatusWriter struct {
+	// Client writes status. Required.
+	Client client.Client
+	// Reader reads the fresh copy each batch starts from; an uncached reader, so
+	// a batch never starts from a stale cache. Required.
+	Reader client.Reader
+	// Namespace of the nodes. Required.
+	Namespace string
+	// Leader gates every write. Required.
+	Leader leader.Status
+	// Render fills in the status fields the runtime owns (ports, conditions...)
+	// before the batch's own changes run. Optional.
+	Render func(*v1alpha1.TinyNode)
+	// Window is how long changes are gathered. Defaults to DefaultStatusWindow.
+	Window time.Duration
+	// OnWrite, if set, is called after every successful write.
+	OnWrite func(node string)
+
+	mu      sync.Mutex
+	pending map[string]*batch
+	wg      sync.WaitGroup
+}
+
+type batch struct {
+	changes []change
+}
+
+type change struct {
+	fn   func(*v1alpha1.TinyNode) error // nil: render only
+	done chan error                     // nil: nobody waits
+}
+
+// UpdateStatus applies fn (nil: render only) to a fresh copy of the node and
+// waits until the result is written, found unchanged, or failed.
+func (w *StatusWriter) UpdateStatus(ctx context.Context, node string, fn func(*v1alpha1.TinyNode) error) error {
+	if !w.Leader.IsLeader() {
+		return ErrNotLeader
+	}
+	done := make(chan error, 1)
+	w.enqueue(node, change{fn: fn, done: done})
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Refresh renders the node's status again and writes it if it changed,
+// without waiting.
+func (w *StatusWriter) Refresh(node string) {
+	if w.Leader.IsLeader() {
+		w.enqueue(node, change{})
+	}
+}
+
+// Flush waits for every pending batch to be written.
+func (w *StatusWriter) Flush() { w.wg.Wait() }
+
+func (w *StatusWriter) enqueue(node string, c change) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.pending == nil {
+		w.pending = map[string]*batch{}
+	}
+	if b, ok := w.pending[node]; ok {
+		b.changes = append(b.changes, c)
+		return
+	}
+	w.pending[node] = &batch{changes: []change{c}}
+	window := w.Window
+	if window == 0 {
+		window = DefaultStatusWindow
+	}
+	w.wg.Add(1)
+	time.AfterFunc(window, func() {
+		defer w.wg.Done()
+		w.mu.Lock()
+		b := w.pending[node]
+		delete(w.pending, node)
+		w.mu.Unlock()
+		w.write(node, b)
+	})
+}
+
+func (w *StatusWriter) write(name string, b *batch) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	results := make([]error, len(b.changes))
+	err := w.apply(ctx, name, b, results)
+	for i, c := range b.changes {
+		if c.done == nil {
+			continue
+		}
+		if err != nil {
+			c.done <- err
+		} else {
+			c.done <- results[i]
+		}
+	}
+}
+
+// apply runs the batch until it is written or found unchanged; results gets
+// each change's own error.
+func (w *StatusWriter) apply(ctx context.Context, name string, b *batch, results []error) error {
+	for attempt := 0; ; attempt++ {
+		if !w.Leader.IsLeader() {
+			return ErrNotLeader
+		}
+		node := &v1alpha1.TinyNode{}
+		if err := w.Reader.Get(ctx, client.ObjectKey{Namespace: w.Namespace, Name: name}, node); err != nil {
+			return fmt.Errorf("read node %s: %w", name, err)
+		}
+		if !node.DeletionTimestamp.IsZero() && len(node.Finalizers) == 0 {
+			return nil
+		}
+		if node.Status.Metadata == nil {
+			node.Status.Metadata = map[string]string{}
+		}
+		before := node.Status.DeepCopy()
+		if w.Render != nil {
+			w.Render(node)
+		}
+		for i, c := range b.changes {
+			if c.fn == nil {
+				continue
+			}
+			trial := node.DeepCopy()
+			if err := c.fn(trial); err != nil {
+				results[i] = err
+				continue
+			}
+			if trial.Status.Metadata == nil {
+				trial.Status.Metadata = map[string]string{}
+			}
+			results[i] = nil
+			node = trial
+		}
+		if sameJSON(before, &node.Status) {
+			return nil
+		}
+		// The lease may have been lost while the changes ran.
+		if !w.Leader.IsLeader() {
+			return ErrNotLeader
+		}
+		err := w.Client.Status().Update(ctx, node)
+		switch {
+		case err == nil:
+			if w.OnWrite != nil {
+				w.OnWrite(name)
+			}
+			return nil
+		case apierrors.IsConflict(err) && attempt < maxConflictRetries:
+			continue
+		default:
+			return fmt.Errorf("write status of node %s: %w", name, err)
+		}
+	}
+}
+
+// sameJSON reports whether a and b encode to the same JSON document. Status
+// holds raw JSON (schemas, metadata values) that the API server hands back
+// re-encoded, so comparing Go values byte for byte would see changes that are
+// none.
+func sameJSON(a, b any) bool {
+	var x, y any
+	if !decodeJSON(a, &x) || !decodeJSON(b, &y) {
+		return false
+	}
+	return reflect.DeepEqual(x, y)
+}
+
+func decodeJSON(v any, into *any) bool {
+	data, err := json.Marshal(v)
+	return err == nil && json.Unmarshal(data, into) == nil
+}

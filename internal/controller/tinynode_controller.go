@@ -1,0 +1,236 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/tinymod/tinymod/api/v1alpha1"
+	"github.com/tinymod/tinymod/internal/leader"
+	"github.com/tinymod/tinymod/internal/scheduler"
+)
+
+// NodeFinalizer keeps a TinyNode until the leader's instance of it is destroyed.
+const NodeFinalizer = "operator.tinysystems.io/node"
+
+// Condition reasons on a TinyNode besides the scheduler's problem reasons.
+const (
+	ReasonRunning = "Running"
+)
+
+// TinyNodeReconciler runs the module's TinyNodes through the scheduler.
+type TinyNodeReconciler struct {
+	// Client reads from the cache and writes finalizers.
+	Client client.Client
+	// Scheduler runs the node instances.
+	Scheduler *scheduler.Scheduler
+	// Leader tells whether this replica leads.
+	Leader leader.Status
+	// Status writes node status on the leader.
+	Status *StatusWriter
+	// Recorder records Events on the leader; nil records none.
+	Recorder events.EventRecorder
+	// Namespace of the module.
+	Namespace string
+
+	mu      sync.Mutex
+	applied map[string]appliedSpec
+}
+
+// appliedSpec is what the scheduler made of a node's spec.
+type appliedSpec struct {
+	generation int64
+	problems   []scheduler.Problem
+}
+
+// SetupWithManager registers the reconciler: it watches the module's nodes,
+// and re-reconciles a node when a node its edges point at appears or goes.
+func (r *TinyNodeReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	module := r.Scheduler.Module().Name
+	ours := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		n, ok := o.(*v1alpha1.TinyNode)
+		return ok && n.Spec.Module == module
+	})
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("tinynode").
+		For(&v1alpha1.TinyNode{}, builder.WithPredicates(predicate.Or(ours, predicate.Funcs{
+			// A node that left this module must be removed here too.
+			UpdateFunc: func(e eventUpdate) bool {
+				old, ok := e.ObjectOld.(*v1alpha1.TinyNode)
+				return ok && old.Spec.Module == module
+			},
+		}))).
+		Watches(&v1alpha1.TinyNode{}, handler.EnqueueRequestsFromMapFunc(r.nodesPointingAt),
+			builder.WithPredicates(predicate.Funcs{
+				CreateFunc:  func(eventCreate) bool { return true },
+				DeleteFunc:  func(eventDelete) bool { return true },
+				UpdateFunc:  func(e eventUpdate) bool { return e.ObjectOld.GetGeneration() != e.ObjectNew.GetGeneration() },
+				GenericFunc: func(eventGeneric) bool { return false },
+			})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4, SkipNameValidation: ptr(true)}).
+		Complete(r)
+}
+
+// nodesPointingAt lists the module's nodes with an edge to o.
+func (r *TinyNodeReconciler) nodesPointingAt(ctx context.Context, o client.Object) []reconcile.Request {
+	var list v1alpha1.TinyNodeList
+	if err := r.Client.List(ctx, &list, client.InNamespace(r.Namespace)); err != nil {
+		return nil
+	}
+	var out []reconcile.Request
+	for _, n := range list.Items {
+		if n.Spec.Module != r.Scheduler.Module().Name || n.Name == o.GetName() {
+			continue
+		}
+		for _, e := range n.Spec.Edges {
+			if target, _, err := scheduler.SplitTarget(e.To); err == nil && target == o.GetName() {
+				out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: n.Namespace, Name: n.Name}})
+				break
+			}
+		}
+	}
+	return out
+}
+
+// Reconcile hands the node to the scheduler on every replica; on the leader it
+// also keeps the finalizer and writes the status.
+func (r *TinyNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	node := &v1alpha1.TinyNode{}
+	if err := r.Client.Get(ctx, req.NamespacedName, node); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.forget(req.Name)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	isLeader := r.Leader.IsLeader()
+
+	if !node.DeletionTimestamp.IsZero() || node.Spec.Module != r.Scheduler.Module().Name {
+		r.forget(node.Name)
+		if isLeader && controllerutil.ContainsFinalizer(node, NodeFinalizer) {
+			controllerutil.RemoveFinalizer(node, NodeFinalizer)
+			if err := r.Client.Update(ctx, node); err != nil && !apierrors.IsNotFound(err) {
+				return ctrl.Result{}, fmt.Errorf("release node %s: %w", node.Name, err)
+			}
+		}
+		return ctrl.Result{}, nil
+	}
+
+	if isLeader && !controllerutil.ContainsFinalizer(node, NodeFinalizer) {
+		controllerutil.AddFinalizer(node, NodeFinalizer)
+		if err := r.Client.Update(ctx, node); err != nil {
+			return ctrl.Result{}, fmt.Errorf("add finalizer to node %s: %w", node.Name, err)
+		}
+	}
+
+	problems := r.Scheduler.Update(ctx, node)
+	changed := r.remember(node, problems)
+
+	if !isLeader {
+		return ctrl.Result{}, nil
+	}
+	if changed && r.Recorder != nil {
+		r.recordProblems(node, problems)
+	}
+	if err := r.Status.UpdateStatus(ctx, node.Name, nil); err != nil {
+		if apierrors.IsNotFound(err) {
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: 5 * time.Minute}, nil
+}
+
+func (r *TinyNodeReconciler) forget(name string) {
+	r.Scheduler.Remove(name)
+	r.mu.Lock()
+	delete(r.applied, name)
+	r.mu.Unlock()
+}
+
+// remember stores what the scheduler made of the node and reports whether its
+// problems changed.
+func (r *TinyNodeReconciler) remember(node *v1alpha1.TinyNode, problems []scheduler.Problem) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.applied == nil {
+		r.applied = map[string]appliedSpec{}
+	}
+	prev, seen := r.applied[node.Name]
+	r.applied[node.Name] = appliedSpec{generation: node.Generation, problems: problems}
+	return !seen || scheduler.ProblemsText(prev.problems) != scheduler.ProblemsText(problems)
+}
+
+func (r *TinyNodeReconciler) recordProblems(node *v1alpha1.TinyNode, problems []scheduler.Problem) {
+	if len(problems) == 0 {
+		r.Recorder.Eventf(node, nil, corev1.EventTypeNormal, ReasonRunning, "Run", "node runs component %s", node.Spec.Component)
+		return
+	}
+	for _, p := range problems {
+		r.Recorder.Eventf(node, nil, corev1.EventTypeWarning, p.Reason, "Run", "%s", p.Message)
+	}
+}
+
+// RenderStatus fills in the status fields the runtime owns. It is the
+// StatusWriter's Render.
+func (r *TinyNodeReconciler) RenderStatus(node *v1alpha1.TinyNode) {
+	info := r.Scheduler.Module()
+	node.Status.Module = v1alpha1.ModuleInfo{Name: info.Name, Version: info.Version}
+	if c, ports, ok := r.Scheduler.Describe(node.Name); ok {
+		node.Status.Component = v1alpha1.ComponentInfo{Name: c.Name, Description: c.Description, Info: c.Info, Tags: c.Tags}
+		node.Status.Ports = ports
+	} else {
+		node.Status.Component = v1alpha1.ComponentInfo{Name: node.Spec.Component}
+		node.Status.Ports = nil
+	}
+
+	r.mu.Lock()
+	applied, ok := r.applied[node.Name]
+	r.mu.Unlock()
+	if !ok {
+		return // not seen by the scheduler yet
+	}
+	node.Status.ObservedGeneration = applied.generation
+	cond := metav1.Condition{
+		Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonRunning,
+		Message: "the node runs", ObservedGeneration: applied.generation,
+	}
+	node.Status.Error = ""
+	if len(applied.problems) > 0 {
+		cond.Status = metav1.ConditionFalse
+		cond.Reason = applied.problems[0].Reason
+		cond.Message = scheduler.ProblemsText(applied.problems)
+		node.Status.Error = cond.Message
+	}
+	meta.SetStatusCondition(&node.Status.Conditions, cond)
+}
+
+
+// Lookup finds a node of the namespace in the cache, for the scheduler.
+func (r *TinyNodeReconciler) Lookup(name string) (*v1alpha1.TinyNode, bool) {
+	node := &v1alpha1.TinyNode{}
+	if err := r.Client.Get(context.Background(), client.ObjectKey{Namespace: r.Namespace, Name: name}, node); err != nil {
+		if !apierrors.IsNotFound(err) {
+			log.Log.V(1).Info("lookup node", "node", name, "error", err)
+		}
+		return nil, false
+	}
+	return node, true
+}

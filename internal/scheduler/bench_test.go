@@ -1,0 +1,134 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tinymod/tinymod/api/v1alpha1"
+	"github.com/tinymod/tinymod/internal/leader"
+	"github.com/tinymod/tinymod/module"
+)
+
+// counter is the cheapest possible sink: it counts.
+type counter struct{ n atomic.Int64 }
+
+func (c *counter) GetInfo() module.ComponentInfo { return module.ComponentInfo{Name: "counter"} }
+func (c *counter) Instance() module.Component   { return &counter{} }
+func (c *counter) Ports() []module.Port {
+	return []module.Port{{Name: "in", Configuration: Greeting{}}}
+}
+func (c *counter) Handle(_ context.Context, _ module.Handler, port string, msg any) any {
+	if port == "in" {
+		c.n.Add(1)
+	}
+	return nil
+}
+
+// emitter has an output port to send from.
+type emitter struct{}
+
+func (emitter) GetInfo() module.ComponentInfo { return module.ComponentInfo{Name: "emitter"} }
+func (emitter) Instance() module.Component   { return emitter{} }
+func (emitter) Ports() []module.Port {
+	return []module.Port{{Name: "out", Source: true, Configuration: Greeting{}}}
+}
+func (emitter) Handle(context.Context, module.Handler, string, any) any { return nil }
+
+// benchFlow wires an emitter to n counters, with mapping on every edge or none,
+// and returns the emitter's output handler.
+func benchFlow(b *testing.B, n int, mapping map[string]any) module.Handler {
+	b.Helper()
+	s, err := New(Options{
+		Module:     module.Info{Name: "m"},
+		Components: []module.Component{emitter{}, &counter{}},
+		Leader:     leader.Static(true),
+		Metrics:    prometheus.NewRegistry(),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(s.Stop)
+	var edges []v1alpha1.TinyNodeEdge
+	for i := range n {
+		name := fmt.Sprintf("c%d", i)
+		var ports []v1alpha1.TinyNodePortConfig
+		if mapping != nil {
+			ports = []v1alpha1.TinyNodePortConfig{{Port: "in", From: "e.out", Configuration: raw(b, mapping)}}
+		}
+		s.Update(context.Background(), &v1alpha1.TinyNode{ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: v1alpha1.TinyNodeSpec{Module: "m", Component: "counter", Ports: ports}})
+		edges = append(edges, v1alpha1.TinyNodeEdge{ID: name, Port: "out", To: name + ".in"})
+	}
+	if p := s.Update(context.Background(), &v1alpha1.TinyNode{ObjectMeta: metav1.ObjectMeta{Name: "e"},
+		Spec: v1alpha1.TinyNodeSpec{Module: "m", Component: "emitter", Edges: edges}}); len(p) > 0 {
+		b.Fatal(p)
+	}
+	return s.instance("e").output
+}
+
+var benchMsg = Greeting{Who: "ann", Count: 3, Note: "n"}
+
+// BenchmarkHop is one message across one edge. direct-call is the baseline: the
+// receiving component's Handle called by hand.
+func BenchmarkHop(b *testing.B) {
+	ctx := context.Background()
+	b.Run("direct-call", func(b *testing.B) {
+		c := &counter{}
+		var h module.Handler = func(context.Context, string, any) any { return nil }
+		b.ReportAllocs()
+		for b.Loop() {
+			if r := c.Handle(ctx, h, "in", benchMsg); r != nil {
+				b.Fatal(r)
+			}
+		}
+	})
+	b.Run("scheduler", func(b *testing.B) {
+		out := benchFlow(b, 1, nil)
+		b.ReportAllocs()
+		for b.Loop() {
+			if r := out(ctx, "out", benchMsg); r != nil {
+				b.Fatal(r)
+			}
+		}
+	})
+	b.Run("scheduler-mapping-3-fields", func(b *testing.B) {
+		out := benchFlow(b, 1, map[string]any{"who": "{{$.who}}", "count": "{{$.count + 1}}", "note": "hi {{$.who}}"})
+		b.ReportAllocs()
+		for b.Loop() {
+			if r := out(ctx, "out", benchMsg); r != nil {
+				b.Fatal(r)
+			}
+		}
+	})
+}
+
+// BenchmarkFanOut is one message sent along 10 edges at once.
+func BenchmarkFanOut(b *testing.B) {
+	ctx := context.Background()
+	b.Run("direct-call-10", func(b *testing.B) {
+		cs := make([]*counter, 10)
+		for i := range cs {
+			cs[i] = &counter{}
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			for _, c := range cs {
+				c.Handle(ctx, nil, "in", benchMsg)
+			}
+		}
+	})
+	b.Run("scheduler-10-edges", func(b *testing.B) {
+		out := benchFlow(b, 10, nil)
+		b.ReportAllocs()
+		for b.Loop() {
+			if r := out(ctx, "out", benchMsg); r != nil {
+				b.Fatal(r)
+			}
+		}
+	})
+}
