@@ -3,9 +3,9 @@ package controller
 import (
 	"context"
 	"encoding/json"
-	"reflect"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"time"
 

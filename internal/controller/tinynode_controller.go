@@ -222,7 +222,6 @@ func (r *TinyNodeReconciler) RenderStatus(node *v1alpha1.TinyNode) {
 	meta.SetStatusCondition(&node.Status.Conditions, cond)
 }
 
-
 // Lookup finds a node of the namespace in the cache, for the scheduler.
 func (r *TinyNodeReconciler) Lookup(name string) (*v1alpha1.TinyNode, bool) {
 	node := &v1alpha1.TinyNode{}

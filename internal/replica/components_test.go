@@ -123,7 +123,7 @@ func (s *starter) Handle(ctx context.Context, output module.Handler, port string
 type relay struct{ base }
 
 func (r *relay) GetInfo() module.ComponentInfo { return module.ComponentInfo{Name: "relay"} }
-func (r *relay) Instance() module.Component   { return &relay{} }
+func (r *relay) Instance() module.Component    { return &relay{} }
 func (r *relay) Ports() []module.Port {
 	return []module.Port{
 		{Name: "in", Configuration: Greeting{}},
@@ -144,7 +144,7 @@ func (r *relay) Handle(ctx context.Context, output module.Handler, port string, 
 type sink struct{ base }
 
 func (s *sink) GetInfo() module.ComponentInfo { return module.ComponentInfo{Name: "sink"} }
-func (s *sink) Instance() module.Component   { return &sink{} }
+func (s *sink) Instance() module.Component    { return &sink{} }
 func (s *sink) Ports() []module.Port {
 	return []module.Port{{Name: "in", Label: "In", Configuration: Greeting{}}}
 }
@@ -173,7 +173,7 @@ func (s *sink) Handle(_ context.Context, _ module.Handler, port string, msg any)
 type marker struct{ base }
 
 func (m *marker) GetInfo() module.ComponentInfo { return module.ComponentInfo{Name: "marker"} }
-func (m *marker) Instance() module.Component   { return &marker{} }
+func (m *marker) Instance() module.Component    { return &marker{} }
 func (m *marker) Ports() []module.Port {
 	return []module.Port{{Name: v1alpha1.SettingsPort, Configuration: StarterSettings{}}}
 }
@@ -197,7 +197,7 @@ func (m *marker) Handle(ctx context.Context, output module.Handler, port string,
 type panicker struct{}
 
 func (panicker) GetInfo() module.ComponentInfo { return module.ComponentInfo{Name: "panicker"} }
-func (panicker) Instance() module.Component   { return panicker{} }
+func (panicker) Instance() module.Component    { return panicker{} }
 func (panicker) Ports() []module.Port {
 	return []module.Port{{Name: v1alpha1.SettingsPort, Configuration: StarterSettings{}}}
 }

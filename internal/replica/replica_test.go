@@ -185,7 +185,9 @@ func TestFlowDeliversMapsAndReturns(t *testing.T) {
 	}
 
 	// An error comes back up the chain too.
-	h.edit("a", func(n *v1alpha1.TinyNode) { n.Spec.Ports = []v1alpha1.TinyNodePortConfig{settings(t, map[string]any{"who": "fail", "run": 2})} })
+	h.edit("a", func(n *v1alpha1.TinyNode) {
+		n.Spec.Ports = []v1alpha1.TinyNodePortConfig{settings(t, map[string]any{"who": "fail", "run": 2})}
+	})
 	h.waitMetadata("a", "result", "sink refused")
 }
 
@@ -251,7 +253,9 @@ func TestSettingsRedeliveredOnlyWhenChanged(t *testing.T) {
 		t.Fatalf("settings delivered %d times at creation", got)
 	}
 
-	h.edit("m", func(n *v1alpha1.TinyNode) { n.Spec.Ports = []v1alpha1.TinyNodePortConfig{settings(t, map[string]any{"who": "y"})} })
+	h.edit("m", func(n *v1alpha1.TinyNode) {
+		n.Spec.Ports = []v1alpha1.TinyNodePortConfig{settings(t, map[string]any{"who": "y"})}
+	})
 	h.waitReady("m", metav1.ConditionTrue, controller.ReasonRunning)
 	if got := p.settings.Load(); got != 2 {
 		t.Fatalf("settings delivered %d times after a change, want 2", got)

@@ -18,7 +18,7 @@ import (
 type counter struct{ n atomic.Int64 }
 
 func (c *counter) GetInfo() module.ComponentInfo { return module.ComponentInfo{Name: "counter"} }
-func (c *counter) Instance() module.Component   { return &counter{} }
+func (c *counter) Instance() module.Component    { return &counter{} }
 func (c *counter) Ports() []module.Port {
 	return []module.Port{{Name: "in", Configuration: Greeting{}}}
 }
@@ -33,7 +33,7 @@ func (c *counter) Handle(_ context.Context, _ module.Handler, port string, msg a
 type emitter struct{}
 
 func (emitter) GetInfo() module.ComponentInfo { return module.ComponentInfo{Name: "emitter"} }
-func (emitter) Instance() module.Component   { return emitter{} }
+func (emitter) Instance() module.Component    { return emitter{} }
 func (emitter) Ports() []module.Port {
 	return []module.Port{{Name: "out", Source: true, Configuration: Greeting{}}}
 }

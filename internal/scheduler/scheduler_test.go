@@ -45,7 +45,7 @@ type relay struct {
 }
 
 func (r *relay) GetInfo() module.ComponentInfo { return module.ComponentInfo{Name: "relay"} }
-func (r *relay) Instance() module.Component   { return &relay{destroyed: r.destroyed} }
+func (r *relay) Instance() module.Component    { return &relay{destroyed: r.destroyed} }
 func (r *relay) Ports() []module.Port {
 	return []module.Port{
 		{Name: v1alpha1.SettingsPort, Configuration: RelaySettings{Times: 1}},
@@ -91,7 +91,7 @@ type sink struct {
 }
 
 func (s *sink) GetInfo() module.ComponentInfo { return module.ComponentInfo{Name: "sink"} }
-func (s *sink) Instance() module.Component   { return &sink{} }
+func (s *sink) Instance() module.Component    { return &sink{} }
 func (s *sink) Ports() []module.Port {
 	return []module.Port{{Name: "in", Configuration: Greeting{}}, {Name: "raw"}}
 }
@@ -454,8 +454,8 @@ func (w *countingWriter) Refresh(string) { w.refreshes.Add(1) }
 type writer struct{}
 
 func (writer) GetInfo() module.ComponentInfo { return module.ComponentInfo{Name: "writer"} }
-func (writer) Instance() module.Component   { return writer{} }
-func (writer) Ports() []module.Port         { return []module.Port{{Name: "in"}} }
+func (writer) Instance() module.Component    { return writer{} }
+func (writer) Ports() []module.Port          { return []module.Port{{Name: "in"}} }
 func (writer) Handle(ctx context.Context, output module.Handler, port string, _ any) any {
 	if port != "in" {
 		return nil

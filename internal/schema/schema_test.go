@@ -51,11 +51,11 @@ func TestValidate(t *testing.T) {
 		t.Errorf("valid settings rejected: %v", err)
 	}
 	for doc, want := range map[string]string{
-		`{"name":"a","delay":"soon"}`: "/delay",
+		`{"name":"a","delay":"soon"}`:  "/delay",
 		`{"name":"a","mode":"medium"}`: "/mode",
-		`{"delay":5}`:                 "name",
-		`{"name":"a","delay":0}`:      "/delay",
-		`[1,2]`:                       "object",
+		`{"delay":5}`:                  "name",
+		`{"name":"a","delay":0}`:       "/delay",
+		`[1,2]`:                        "object",
 	} {
 		err := v.Validate([]byte(doc))
 		if err == nil || !strings.Contains(err.Error(), want) {
