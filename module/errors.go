@@ -1,6 +1,9 @@
 package module
 
-import "errors"
+import (
+	"context"
+	"errors"
+)
 
 // permanentError marks an error that retrying cannot fix.
 type permanentError struct{ err error }
@@ -21,4 +24,20 @@ func Permanent(err error) error {
 func IsPermanent(err error) bool {
 	var p *permanentError
 	return errors.As(err, &p)
+}
+
+type messageIDKey struct{}
+
+// WithMessageID returns ctx carrying a message's ID. The runtime sets it; a
+// signal's delivery carries the signal's UID.
+func WithMessageID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, messageIDKey{}, id)
+}
+
+// MessageID returns the ID of the message ctx was delivered with, usable as an
+// idempotency key: a signal delivered twice (its leader died during delivery)
+// carries the same ID both times. Empty when the message has none.
+func MessageID(ctx context.Context) string {
+	id, _ := ctx.Value(messageIDKey{}).(string)
+	return id
 }

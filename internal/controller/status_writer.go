@@ -49,9 +49,10 @@ type StatusWriter struct {
 	// OnWrite, if set, is called after every successful write.
 	OnWrite func(node string)
 
-	mu      sync.Mutex
-	pending map[string]*batch
-	wg      sync.WaitGroup
+	mu       sync.Mutex
+	pending  map[string]*batch
+	inflight int        // batches gathered or being written
+	idle     *sync.Cond // signalled when inflight drops to zero
 }
 
 type batch struct {
@@ -88,7 +89,21 @@ func (w *StatusWriter) Refresh(node string) {
 }
 
 // Flush waits for every pending batch to be written.
-func (w *StatusWriter) Flush() { w.wg.Wait() }
+func (w *StatusWriter) Flush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for w.inflight > 0 {
+		w.cond().Wait()
+	}
+}
+
+// cond returns the idle condition; the caller holds mu.
+func (w *StatusWriter) cond() *sync.Cond {
+	if w.idle == nil {
+		w.idle = sync.NewCond(&w.mu)
+	}
+	return w.idle
+}
 
 func (w *StatusWriter) enqueue(node string, c change) {
 	w.mu.Lock()
@@ -105,14 +120,19 @@ func (w *StatusWriter) enqueue(node string, c change) {
 	if window == 0 {
 		window = DefaultStatusWindow
 	}
-	w.wg.Add(1)
+	w.inflight++
 	time.AfterFunc(window, func() {
-		defer w.wg.Done()
 		w.mu.Lock()
 		b := w.pending[node]
 		delete(w.pending, node)
 		w.mu.Unlock()
 		w.write(node, b)
+		w.mu.Lock()
+		w.inflight--
+		if w.inflight == 0 {
+			w.cond().Broadcast()
+		}
+		w.mu.Unlock()
 	})
 }
 

@@ -4,12 +4,16 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/prometheus/client_golang/prometheus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -23,6 +27,8 @@ import (
 type TinyModuleReconciler struct {
 	// Client reads from the cache and writes.
 	Client client.Client
+	// Reader reads without the cache, for use before it has started.
+	Reader client.Reader
 	// Scheduler knows the module and its components.
 	Scheduler *scheduler.Scheduler
 	// Leader tells whether this replica leads.
@@ -33,16 +39,29 @@ type TinyModuleReconciler struct {
 	Identity string
 	// Addr spreads over all replicas; LeaderAddr is this replica's own.
 	Addr, LeaderAddr string
+
+	resync chan event.GenericEvent
+}
+
+// Resync queues the module again: a new leader writes its status.
+func (r *TinyModuleReconciler) Resync() {
+	m := &v1alpha1.TinyModule{ObjectMeta: metav1.ObjectMeta{Name: r.Scheduler.Module().Name, Namespace: r.Namespace}}
+	select {
+	case r.resync <- event.GenericEvent{Object: m}:
+	default:
+	}
 }
 
 // SetupWithManager registers the reconciler for the module's own TinyModule.
 func (r *TinyModuleReconciler) SetupWithManager(mgr manager.Manager) error {
 	name := r.Scheduler.Module().Name
+	r.resync = make(chan event.GenericEvent, 16)
 	return ctrl.ControllerManagedBy(mgr).
 		Named("tinymodule").
 		For(&v1alpha1.TinyModule{}, ctrl.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			return o.GetName() == name
 		}))).
+		WatchesRawSource(source.Channel(r.resync, &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{SkipNameValidation: ptr(true)}).
 		Complete(r)
 }
@@ -50,6 +69,10 @@ func (r *TinyModuleReconciler) SetupWithManager(mgr manager.Manager) error {
 // EnsureExists creates the TinyModule if it is missing. Any replica may.
 func (r *TinyModuleReconciler) EnsureExists(ctx context.Context) error {
 	m := &v1alpha1.TinyModule{ObjectMeta: metav1.ObjectMeta{Name: r.Scheduler.Module().Name, Namespace: r.Namespace}}
+	// Look before writing: readers write nothing when it is there.
+	if err := r.Reader.Get(ctx, client.ObjectKeyFromObject(m), &v1alpha1.TinyModule{}); err == nil {
+		return nil
+	}
 	if err := r.Client.Create(ctx, m); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create TinyModule %s: %w", m.Name, err)
 	}
@@ -89,3 +112,14 @@ func (r *TinyModuleReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func registerOrExisting[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		if are, ok := err.(prometheus.AlreadyRegisteredError); ok {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+	}
+	return c
+}

@@ -17,10 +17,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
 	"github.com/tinymod/tinymod/internal/leader"
@@ -50,8 +52,29 @@ type TinyNodeReconciler struct {
 	// Namespace of the module.
 	Namespace string
 
+	resync chan event.GenericEvent
+
 	mu      sync.Mutex
 	applied map[string]appliedSpec
+}
+
+// Resync queues every node of the module again: a new leader renders all
+// their statuses.
+func (r *TinyNodeReconciler) Resync(ctx context.Context) {
+	var list v1alpha1.TinyNodeList
+	if err := r.Client.List(ctx, &list, client.InNamespace(r.Namespace)); err != nil {
+		return
+	}
+	for i := range list.Items {
+		if list.Items[i].Spec.Module != r.Scheduler.Module().Name {
+			continue
+		}
+		select {
+		case r.resync <- event.GenericEvent{Object: &list.Items[i]}:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // appliedSpec is what the scheduler made of a node's spec.
@@ -64,6 +87,7 @@ type appliedSpec struct {
 // and re-reconciles a node when a node its edges point at appears or goes.
 func (r *TinyNodeReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	module := r.Scheduler.Module().Name
+	r.resync = make(chan event.GenericEvent, 4096)
 	ours := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		n, ok := o.(*v1alpha1.TinyNode)
 		return ok && n.Spec.Module == module
@@ -84,6 +108,7 @@ func (r *TinyNodeReconciler) SetupWithManager(mgr ctrl.Manager) error {
 				UpdateFunc:  func(e eventUpdate) bool { return e.ObjectOld.GetGeneration() != e.ObjectNew.GetGeneration() },
 				GenericFunc: func(eventGeneric) bool { return false },
 			})).
+		WatchesRawSource(source.Channel(r.resync, &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4, SkipNameValidation: ptr(true)}).
 		Complete(r)
 }
@@ -144,7 +169,8 @@ func (r *TinyNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	changed := r.remember(node, problems)
 
 	if !isLeader {
-		return ctrl.Result{}, nil
+		// Stay in sync; a reader never writes.
+		return ctrl.Result{RequeueAfter: 30 * time.Second}, nil
 	}
 	if changed && r.Recorder != nil {
 		r.recordProblems(node, problems)

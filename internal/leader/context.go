@@ -7,11 +7,20 @@ type Status interface {
 	IsLeader() bool
 }
 
+// Terms is implemented by a Status whose leadership comes in terms: Term
+// returns the current term's context, which ends when leadership does.
+type Terms interface {
+	Term() (context.Context, bool)
+}
+
 // Static is a Status that never changes: for single-replica runs and tests.
 type Static bool
 
 // IsLeader returns s.
 func (s Static) IsLeader() bool { return bool(s) }
+
+// Term returns a term that never ends, if s.
+func (s Static) Term() (context.Context, bool) { return context.Background(), bool(s) }
 
 type statusKey struct{}
 

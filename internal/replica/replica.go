@@ -10,13 +10,17 @@ import (
 	"fmt"
 	"time"
 
+	"net/http"
+
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -39,8 +43,14 @@ type Options struct {
 	Namespace string
 	// Identity of this replica. Required.
 	Identity string
-	// Leader tells whether this replica leads. Required.
-	Leader leader.Status
+	// Leader, if set, decides leadership instead of an election (for tests
+	// and single-replica runs). Nil runs for the module's Lease.
+	Leader LeaderStatus
+	// Election durations. Zero values take the defaults.
+	Election leader.Config
+	// GRPCAddr is this replica's advertised gRPC address, and ModuleAddr the
+	// one that spreads over all replicas; both are published.
+	GRPCAddr, ModuleAddr string
 	// MetricsAddr serves Prometheus metrics; "0" or empty turns them off.
 	MetricsAddr string
 	// HealthAddr serves /healthz and /readyz; "0" or empty turns them off.
@@ -65,9 +75,6 @@ func (o *Options) validate() error {
 	if o.Identity == "" {
 		errs = append(errs, errors.New("identity is required"))
 	}
-	if o.Leader == nil {
-		errs = append(errs, errors.New("a leader.Status is required"))
-	}
 	return errors.Join(errs...)
 }
 
@@ -82,6 +89,15 @@ func Scheme() *runtime.Scheme {
 	}
 	return s
 }
+
+// LeaderStatus is leadership as the replica needs it.
+type LeaderStatus interface {
+	leader.Status
+	leader.Terms
+}
+
+// LeaseName is the name of a module's leader Lease.
+func LeaseName(module string) string { return module + "-leader" }
 
 func addrOrOff(addr string) string {
 	if addr == "" {
@@ -119,25 +135,77 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 
-	nodes := &controller.TinyNodeReconciler{
+	clientset, err := kubernetes.NewForConfig(opts.Config)
+	if err != nil {
+		return fmt.Errorf("replica: %w", err)
+	}
+	var (
+		elector *leader.Elector
+		status  LeaderStatus = opts.Leader
+	)
+	// Filled in below; the elector's callbacks need them.
+	var (
+		sched    *scheduler.Scheduler
+		nodes    *controller.TinyNodeReconciler
+		signals  *controller.TinySignalReconciler
+		modules  *controller.TinyModuleReconciler
+		statusW  *controller.StatusWriter
+		mgrReady = make(chan struct{})
+	)
+	if status == nil {
+		elector, err = leader.New(leader.Options{
+			Config:    opts.Election,
+			Client:    clientset,
+			Namespace: opts.Namespace,
+			Name:      LeaseName(opts.Module.Name),
+			Identity:  opts.Identity,
+			Log:       log.WithName("leader"),
+			Metrics:   leader.NewMetrics(ctrlmetrics.Registry, opts.Module.Name, opts.Identity),
+			OnStartedLeading: func(term context.Context) {
+				<-mgrReady
+				sched.LeadershipChanged()
+				modules.Resync()
+				nodes.Resync(term)
+				signals.Resync(term)
+			},
+			OnStoppedLeading: func() { sched.LeadershipChanged() },
+			BeforeRelease:    func() { statusW.Flush() },
+		})
+		if err != nil {
+			return fmt.Errorf("replica: %w", err)
+		}
+		status = elector
+		if opts.HealthAddr != "" && opts.HealthAddr != "0" {
+			if err := mgr.AddReadyzCheck("lease", func(*http.Request) error {
+				if !elector.Observed() {
+					return errors.New("the leader lease has not been observed yet")
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+	}
+
+	nodes = &controller.TinyNodeReconciler{
 		Client:    mgr.GetClient(),
-		Leader:    opts.Leader,
+		Leader:    status,
 		Recorder:  mgr.GetEventRecorder("tinymod/" + opts.Module.Name),
 		Namespace: opts.Namespace,
 	}
-	status := &controller.StatusWriter{
+	statusW = &controller.StatusWriter{
 		Client:    mgr.GetClient(),
 		Reader:    mgr.GetAPIReader(),
 		Namespace: opts.Namespace,
-		Leader:    opts.Leader,
+		Leader:    holdsLease{status},
 		Render:    nodes.RenderStatus,
 		Window:    opts.StatusWindow,
 	}
-	sched, err := scheduler.New(scheduler.Options{
+	sched, err = scheduler.New(scheduler.Options{
 		Module:     opts.Module,
 		Components: opts.Components,
-		Leader:     opts.Leader,
-		Status:     status,
+		Leader:     status,
+		Status:     statusW,
 		Lookup:     nodes.Lookup,
 		Metrics:    ctrlmetrics.Registry,
 		Log:        log.WithName("scheduler"),
@@ -146,25 +214,92 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("replica: %w", err)
 	}
 	nodes.Scheduler = sched
-	nodes.Status = status
+	nodes.Status = statusW
 	if err := nodes.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("replica: %w", err)
 	}
-	modules := &controller.TinyModuleReconciler{
-		Client: mgr.GetClient(), Scheduler: sched, Leader: opts.Leader,
+	modules = &controller.TinyModuleReconciler{
+		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Scheduler: sched, Leader: status,
 		Namespace: opts.Namespace, Identity: opts.Identity,
+		Addr: opts.ModuleAddr, LeaderAddr: opts.GRPCAddr,
 	}
 	if err := modules.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("replica: %w", err)
+	}
+	signals = &controller.TinySignalReconciler{
+		Client: mgr.GetClient(), Scheduler: sched, Leader: status,
+		Recorder:  mgr.GetEventRecorder("tinymod/" + opts.Module.Name),
+		Namespace: opts.Namespace, Metrics: ctrlmetrics.Registry,
+	}
+	if err := signals.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("replica: %w", err)
 	}
 	if err := modules.EnsureExists(ctx); err != nil {
 		return fmt.Errorf("replica: %w", err)
 	}
 
+	// The manager starts its runnables once its caches have synced.
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		close(mgrReady)
+		<-ctx.Done()
+		return nil
+	})); err != nil {
+		return fmt.Errorf("replica: %w", err)
+	}
+
 	log.Info("replica starting", "components", len(sched.Components()))
-	err = mgr.Start(ctx)
+	mgrCtx, stopMgr := context.WithCancel(context.Background())
+	defer stopMgr()
+	mgrDone := make(chan error, 1)
+	go func() { mgrDone <- mgr.Start(mgrCtx) }()
+	select {
+	case <-mgrReady:
+	case err := <-mgrDone:
+		sched.Stop()
+		return fmt.Errorf("replica: manager: %w", err)
+	case <-ctx.Done():
+		stopMgr()
+		<-mgrDone
+		sched.Stop()
+		return nil
+	}
+
+	memberCtx, stopMember := context.WithCancel(context.Background())
+	memberDone := make(chan struct{})
+	go func() {
+		defer close(memberDone)
+		(&leader.Membership{Client: clientset, Namespace: opts.Namespace, Module: opts.Module.Name,
+			Identity: opts.Identity, Addr: opts.GRPCAddr, Duration: opts.Election.WithDefaults().LeaseDuration,
+			Log: log.WithName("membership")}).Run(memberCtx)
+	}()
+
+	if elector != nil {
+		// Returns once ctx ends, after stopping leader-only work, flushing
+		// status writes and releasing the lease.
+		if err := elector.Run(ctx); err != nil {
+			log.Error(err, "leader election")
+		}
+	} else {
+		<-ctx.Done()
+		modules.Resync()
+	}
+	statusW.Flush()
+	stopMember()
+	<-memberDone
+	stopMgr()
+	err = <-mgrDone
 	sched.Stop()
-	status.Flush()
 	log.Info("replica stopped")
 	return err
+}
+
+// holdsLease gates status writes: they may still flush while a leader steps
+// down, after leader-only work has stopped and before the lease is released.
+type holdsLease struct{ s leader.Status }
+
+func (h holdsLease) IsLeader() bool {
+	if e, ok := h.s.(interface{ HoldsLease() bool }); ok {
+		return e.HoldsLease()
+	}
+	return h.s.IsLeader()
 }

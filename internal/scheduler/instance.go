@@ -176,10 +176,26 @@ func (inst *instance) settingsLocked(_ context.Context, raw []byte) *Problem {
 	return nil
 }
 
-// deliverSystem hands a system-port message to the component with the
-// instance's own context.
+// deliverSystem hands a system-port message to the component with a context
+// that lives as long as the instance and, on the leader, ends with the term.
 func (inst *instance) deliverSystem(port string, msg any) any {
-	return inst.handle(inst.ctx, inst.ports[port], port, msg)
+	return inst.handle(inst.systemContext(), inst.ports[port], port, msg)
+}
+
+// systemContext is the context for system ports: the instance's own, also
+// cancelled when the current leadership term ends.
+func (inst *instance) systemContext() context.Context {
+	terms, ok := inst.s.opts.Leader.(leader.Terms)
+	if !ok {
+		return inst.ctx
+	}
+	term, leading := terms.Term()
+	if !leading {
+		return inst.ctx
+	}
+	ctx, cancel := context.WithCancel(inst.ctx)
+	context.AfterFunc(term, cancel)
+	return ctx
 }
 
 func (inst *instance) portLocked(name string) *port {
@@ -210,12 +226,20 @@ func (inst *instance) receive(ctx context.Context, from, portName string, data a
 	}
 	if isSystemPort(portName) {
 		// System ports carry the instance's context: it lives as long as the
-		// node, not as long as the message.
-		return inst.handle(inst.ctx, p, portName, msg)
+		// node (and the term), not as long as the message.
+		return inst.handle(withMessageID(inst.systemContext(), ctx), p, portName, msg)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	return inst.handle(ctx, p, portName, msg)
+}
+
+// withMessageID carries the message ID of from into ctx.
+func withMessageID(ctx, from context.Context) context.Context {
+	if id := module.MessageID(from); id != "" {
+		return module.WithMessageID(ctx, id)
+	}
+	return ctx
 }
 
 func (inst *instance) decode(p *port, m *compiledMapping, data any) (any, error) {

@@ -229,7 +229,30 @@ func (s *Scheduler) Handle(ctx context.Context, msg Msg) any {
 	if inst == nil {
 		return module.Permanent(fmt.Errorf("%w: %s in module %s", ErrNoNode, nodeName, s.opts.Module.Name))
 	}
+	if msg.ID != "" {
+		ctx = module.WithMessageID(ctx, msg.ID)
+	}
 	return inst.receive(ctx, msg.From, port, msg.Data, true)
+}
+
+// LeadershipChanged delivers _reconcile to every instance, each in its own
+// goroutine, so components see the transition (the seed's wasLeader pattern).
+func (s *Scheduler) LeadershipChanged() {
+	s.mu.RLock()
+	all := make([]*instance, 0, len(s.instances))
+	for _, inst := range s.instances {
+		all = append(all, inst)
+	}
+	s.mu.RUnlock()
+	for _, inst := range all {
+		inst.mu.RLock()
+		node := inst.node
+		inst.mu.RUnlock()
+		if node == nil {
+			continue
+		}
+		go inst.deliverSystem(v1alpha1.ReconcilePort, node.DeepCopy())
+	}
 }
 
 // ErrNoNode is the error for a message to a node that does not run here.

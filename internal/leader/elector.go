@@ -1,0 +1,531 @@
+package leader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/kubernetes"
+)
+
+// Options configure an Elector.
+type Options struct {
+	Config
+	// Client talks to the API server. Required.
+	Client kubernetes.Interface
+	// Namespace and Name of the Lease. Required.
+	Namespace, Name string
+	// Identity of this candidate. Required; unique among candidates.
+	Identity string
+	// Clock defaults to BootClock.
+	Clock Clock
+	// Log defaults to discarding.
+	Log logr.Logger
+	// OnStartedLeading is called, in its own goroutine, with the term's
+	// context each time this replica becomes leader.
+	OnStartedLeading func(term context.Context)
+	// OnStoppedLeading is called once a term has ended, before the lease is
+	// released when the end is a graceful one.
+	OnStoppedLeading func()
+	// BeforeRelease runs on graceful stop after leader-only work has stopped
+	// and before the lease is released, while it is still held: the place to
+	// flush status writes.
+	BeforeRelease func()
+	// Metrics, if set, records transitions.
+	Metrics *Metrics
+}
+
+// Elector campaigns for a Lease and holds it.
+//
+// Guarantees, given clocks on all candidates that run at the same rate to
+// within (LeaseDuration-RenewDeadline)/LeaseDuration:
+//   - IsLeader is true only between a successful acquire or renewal sent at S
+//     and S + RenewDeadline, while any other candidate waits at least
+//     LeaseDuration from S before it may take the lease. So no two candidates
+//     see IsLeader true at the same instant, even when a leader is paused or
+//     cut off from the API server: it stops on its own clock.
+//   - Every write to the Lease carries the resourceVersion it was computed
+//     from, so a candidate acting on a stale view fails instead of overwriting.
+//   - A released lease is taken as soon as the release is seen (a watch, not a
+//     poll), an expired one as soon as it expires.
+//
+// It does not fence writes made by other means: a component that keeps
+// writing after IsLeader turns false is not stopped by the API server. Status
+// writes in tinymod check IsLeader right before they are sent and carry
+// resourceVersion preconditions.
+type Elector struct {
+	opts Options
+
+	mu         sync.Mutex
+	obs        Observation
+	lease      *coordinationv1.Lease // last seen, nil if none
+	leading    bool
+	validUntil time.Duration
+	lastSent   time.Duration
+	term       context.Context
+	endTerm    context.CancelFunc
+	termTimer  *time.Timer
+	stepping   bool // graceful stop: leader-only work is over, lease still held
+	observed   chan struct{}
+	acquirable time.Duration // when the lease last became acquirable for us
+}
+
+// New validates the options and returns an Elector.
+func New(opts Options) (*Elector, error) {
+	opts.Config = opts.Config.WithDefaults()
+	if err := opts.Config.Validate(); err != nil {
+		return nil, fmt.Errorf("leader election: %w", err)
+	}
+	switch {
+	case opts.Client == nil:
+		return nil, errors.New("leader election: a client is required")
+	case opts.Namespace == "" || opts.Name == "":
+		return nil, errors.New("leader election: the lease's namespace and name are required")
+	case opts.Identity == "":
+		return nil, errors.New("leader election: an identity is required")
+	}
+	if opts.Clock == nil {
+		opts.Clock = BootClock{}
+	}
+	if opts.Log.GetSink() == nil {
+		opts.Log = logr.Discard()
+	}
+	return &Elector{opts: opts, observed: make(chan struct{}, 1)}, nil
+}
+
+// IsLeader reports, live, whether this replica leads: it holds the lease and
+// its validity has not run out on the local clock.
+func (e *Elector) IsLeader() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.leading && !e.stepping && IsValid(e.validUntil, e.opts.Clock.Now())
+}
+
+// HoldsLease reports whether the lease is held and valid, including while a
+// graceful stop flushes status writes after leader-only work has ended.
+func (e *Elector) HoldsLease() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.leading && IsValid(e.validUntil, e.opts.Clock.Now())
+}
+
+// Term returns the context of the current term and whether there is one. It
+// ends when leadership does.
+func (e *Elector) Term() (context.Context, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.leading || e.stepping {
+		return nil, false
+	}
+	return e.term, true
+}
+
+// Leader returns the identity of the holder as last observed.
+func (e *Elector) Leader() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.obs.Holder
+}
+
+// Observed reports whether the Lease (or its absence) has been seen once.
+func (e *Elector) Observed() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.obs.SeenAt != 0 || e.lease != nil
+}
+
+// Run campaigns until ctx ends, then stops leader-only work, runs
+// BeforeRelease and releases the lease if it holds it.
+func (e *Elector) Run(ctx context.Context) error {
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	go e.watch(watchCtx)
+
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	backoff := e.opts.RetryPeriod
+	for {
+		select {
+		case <-ctx.Done():
+			e.resign()
+			return nil
+		case <-e.observed:
+		case <-timer.C:
+		}
+		wait, err := e.step(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				continue
+			}
+			e.opts.Log.V(1).Info("lease request failed", "error", err.Error())
+			wait = min(wait, backoff)
+			backoff = min(backoff*2, e.opts.LeaseDuration)
+		} else {
+			backoff = e.opts.RetryPeriod
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(max(wait, time.Millisecond))
+	}
+}
+
+// step does what the rules say now and returns how long to wait before the
+// next step (unless something is observed sooner).
+func (e *Elector) step(ctx context.Context) (time.Duration, error) {
+	now := e.opts.Clock.Now()
+	e.mu.Lock()
+	leading, lastSent, obs, lease := e.leading, e.lastSent, e.obs, e.lease
+	e.mu.Unlock()
+
+	if leading {
+		if due := NextRenewal(e.opts.Config, lastSent); now < due {
+			return due - now, nil
+		}
+		return e.opts.RetryPeriod, e.renew(ctx)
+	}
+	if !CanAcquire(obs, e.opts.Identity, now) {
+		return ExpiresAt(obs) - now, nil
+	}
+	e.mu.Lock()
+	if e.acquirable == 0 {
+		e.acquirable = now
+	}
+	e.mu.Unlock()
+	return e.opts.RetryPeriod, e.acquire(ctx, lease)
+}
+
+func (e *Elector) leaseSpec(now metav1.MicroTime, transitions int32, acquired metav1.MicroTime) coordinationv1.LeaseSpec {
+	secs := int32((e.opts.LeaseDuration + time.Second - 1) / time.Second)
+	return coordinationv1.LeaseSpec{
+		HolderIdentity:       &e.opts.Identity,
+		LeaseDurationSeconds: &secs,
+		AcquireTime:          &acquired,
+		RenewTime:            &now,
+		LeaseTransitions:     &transitions,
+	}
+}
+
+func (e *Elector) requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, e.opts.RenewDeadline)
+}
+
+func (e *Elector) acquire(ctx context.Context, lease *coordinationv1.Lease) error {
+	leases := e.opts.Client.CoordinationV1().Leases(e.opts.Namespace)
+	rctx, cancel := e.requestContext(ctx)
+	defer cancel()
+	now := metav1.NowMicro()
+	sent := e.opts.Clock.Now()
+	var (
+		got *coordinationv1.Lease
+		err error
+	)
+	if lease == nil {
+		got, err = leases.Create(rctx, &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Name: e.opts.Name, Namespace: e.opts.Namespace},
+			Spec:       e.leaseSpec(now, 0, now),
+		}, metav1.CreateOptions{})
+	} else {
+		next := lease.DeepCopy()
+		transitions := int32(0)
+		if lease.Spec.LeaseTransitions != nil {
+			transitions = *lease.Spec.LeaseTransitions
+		}
+		acquired := now
+		if holder(lease) != e.opts.Identity {
+			transitions++
+		} else if lease.Spec.AcquireTime != nil {
+			acquired = *lease.Spec.AcquireTime
+		}
+		next.Spec = e.leaseSpec(now, transitions, acquired)
+		got, err = leases.Update(rctx, next, metav1.UpdateOptions{})
+	}
+	if err != nil {
+		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+			e.refresh(ctx)
+		}
+		return fmt.Errorf("acquire lease %s: %w", e.opts.Name, err)
+	}
+	e.startTerm(got, sent)
+	return nil
+}
+
+func (e *Elector) renew(ctx context.Context) error {
+	e.mu.Lock()
+	lease := e.lease
+	e.mu.Unlock()
+	if lease == nil || holder(lease) != e.opts.Identity {
+		e.endLeadership("lease no longer ours")
+		return nil
+	}
+	// A renewal that cannot finish before validity ends is useless: bound it.
+	e.mu.Lock()
+	remaining := e.validUntil - e.opts.Clock.Now()
+	e.mu.Unlock()
+	if remaining <= 0 {
+		e.endLeadership("renewals stalled past the renew deadline")
+		return nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, remaining)
+	defer cancel()
+	next := lease.DeepCopy()
+	now := metav1.NowMicro()
+	next.Spec.RenewTime = &now
+	sent := e.opts.Clock.Now()
+	got, err := e.opts.Client.CoordinationV1().Leases(e.opts.Namespace).Update(rctx, next, metav1.UpdateOptions{})
+	if err != nil {
+		if apierrors.IsConflict(err) {
+			// Someone else wrote the lease: we may have lost it.
+			e.refresh(ctx)
+		}
+		e.checkValidity()
+		return fmt.Errorf("renew lease %s: %w", e.opts.Name, err)
+	}
+	e.mu.Lock()
+	if e.leading {
+		e.lease = got
+		e.obs = Observe(e.obs, observation(got), sent)
+		e.lastSent = sent
+		e.validUntil = ValidUntil(e.opts.Config, sent)
+		e.scheduleTermEndLocked()
+	}
+	e.mu.Unlock()
+	return nil
+}
+
+// refresh reads the lease now rather than waiting for the watch.
+func (e *Elector) refresh(ctx context.Context) {
+	rctx, cancel := e.requestContext(ctx)
+	defer cancel()
+	got, err := e.opts.Client.CoordinationV1().Leases(e.opts.Namespace).Get(rctx, e.opts.Name, metav1.GetOptions{})
+	switch {
+	case err == nil:
+		e.see(got)
+	case apierrors.IsNotFound(err):
+		e.see(nil)
+	}
+}
+
+func (e *Elector) startTerm(lease *coordinationv1.Lease, sent time.Duration) {
+	e.mu.Lock()
+	e.lease = lease
+	e.obs = Observe(e.obs, observation(lease), sent)
+	e.lastSent = sent
+	e.validUntil = ValidUntil(e.opts.Config, sent)
+	if e.leading {
+		e.scheduleTermEndLocked()
+		e.mu.Unlock()
+		return
+	}
+	e.leading = true
+	e.stepping = false
+	e.term, e.endTerm = context.WithCancel(context.Background())
+	term := e.term
+	waited := sent - e.acquirable
+	e.acquirable = 0
+	e.scheduleTermEndLocked()
+	e.mu.Unlock()
+
+	e.opts.Log.Info("became leader", "lease", e.opts.Name, "transitions", deref(lease.Spec.LeaseTransitions))
+	if m := e.opts.Metrics; m != nil {
+		m.started(waited)
+	}
+	if f := e.opts.OnStartedLeading; f != nil {
+		go f(term)
+	}
+}
+
+// scheduleTermEndLocked arms a timer that ends the term the instant validity
+// runs out, whatever the loop is doing (blocked in a request, say).
+func (e *Elector) scheduleTermEndLocked() {
+	if e.termTimer != nil {
+		e.termTimer.Stop()
+	}
+	wait := e.validUntil - e.opts.Clock.Now()
+	e.termTimer = time.AfterFunc(max(wait, 0), e.checkValidity)
+}
+
+func (e *Elector) checkValidity() {
+	e.mu.Lock()
+	expired := e.leading && !IsValid(e.validUntil, e.opts.Clock.Now())
+	e.mu.Unlock()
+	if expired {
+		e.endLeadership("renew deadline passed without a successful renewal")
+	}
+}
+
+// endLeadership ends the term; it is a no-op when not leading.
+func (e *Elector) endLeadership(why string) {
+	e.mu.Lock()
+	if !e.leading {
+		e.mu.Unlock()
+		return
+	}
+	e.leading = false
+	e.stepping = false
+	e.endTerm()
+	if e.termTimer != nil {
+		e.termTimer.Stop()
+	}
+	e.mu.Unlock()
+	e.opts.Log.Info("lost leadership", "reason", why)
+	if m := e.opts.Metrics; m != nil {
+		m.stopped()
+	}
+	if f := e.opts.OnStoppedLeading; f != nil {
+		f()
+	}
+	select { // run for the lease again at once
+	case e.observed <- struct{}{}:
+	default:
+	}
+}
+
+// resign stops leader-only work, flushes, and releases the lease.
+func (e *Elector) resign() {
+	e.mu.Lock()
+	if !e.leading {
+		e.mu.Unlock()
+		return
+	}
+	e.stepping = true
+	e.endTerm()
+	lease := e.lease
+	e.mu.Unlock()
+	e.opts.Log.Info("stepping down")
+	if f := e.opts.OnStoppedLeading; f != nil {
+		f()
+	}
+	if f := e.opts.BeforeRelease; f != nil {
+		f()
+	}
+	e.mu.Lock()
+	stillValid := e.leading && IsValid(e.validUntil, e.opts.Clock.Now())
+	e.leading = false
+	if e.termTimer != nil {
+		e.termTimer.Stop()
+	}
+	e.mu.Unlock()
+	if m := e.opts.Metrics; m != nil {
+		m.stopped()
+	}
+	if !stillValid || lease == nil {
+		return
+	}
+	next := lease.DeepCopy()
+	empty := ""
+	one := int32(1)
+	now := metav1.NowMicro()
+	next.Spec.HolderIdentity = &empty
+	next.Spec.LeaseDurationSeconds = &one
+	next.Spec.RenewTime = &now
+	ctx, cancel := context.WithTimeout(context.Background(), e.opts.RenewDeadline)
+	defer cancel()
+	if _, err := e.opts.Client.CoordinationV1().Leases(e.opts.Namespace).Update(ctx, next, metav1.UpdateOptions{}); err != nil {
+		e.opts.Log.Error(err, "release lease")
+		return
+	}
+	e.opts.Log.Info("released lease", "lease", e.opts.Name)
+}
+
+// watch feeds every version of the lease into the loop, re-listing after errors.
+func (e *Elector) watch(ctx context.Context) {
+	leases := e.opts.Client.CoordinationV1().Leases(e.opts.Namespace)
+	selector := fields.OneTermEqualSelector("metadata.name", e.opts.Name).String()
+	for ctx.Err() == nil {
+		list, err := leases.List(ctx, metav1.ListOptions{FieldSelector: selector})
+		if err != nil {
+			sleep(ctx, e.opts.RetryPeriod)
+			continue
+		}
+		if len(list.Items) == 0 {
+			e.see(nil)
+		} else {
+			e.see(&list.Items[0])
+		}
+		w, err := leases.Watch(ctx, metav1.ListOptions{FieldSelector: selector, ResourceVersion: list.ResourceVersion, AllowWatchBookmarks: true})
+		if err != nil {
+			sleep(ctx, e.opts.RetryPeriod)
+			continue
+		}
+		for ev := range w.ResultChan() {
+			switch lease := ev.Object.(type) {
+			case *coordinationv1.Lease:
+				switch ev.Type {
+				case "ADDED", "MODIFIED":
+					e.see(lease)
+				case "DELETED":
+					e.see(nil)
+				}
+			}
+		}
+		w.Stop()
+	}
+}
+
+// see records a version of the lease (nil: none) and wakes the loop.
+func (e *Elector) see(lease *coordinationv1.Lease) {
+	now := e.opts.Clock.Now()
+	e.mu.Lock()
+	if lease != nil && e.lease != nil && lease.ResourceVersion == e.lease.ResourceVersion {
+		e.mu.Unlock()
+		return
+	}
+	if lease == nil {
+		e.obs = Observe(e.obs, Observation{}, now)
+		e.obs.SeenAt = max(e.obs.SeenAt, 1)
+	} else {
+		e.obs = Observe(e.obs, observation(lease), now)
+	}
+	e.lease = lease
+	lostIt := e.leading && (lease == nil || holder(lease) != e.opts.Identity)
+	e.mu.Unlock()
+	if lostIt {
+		e.endLeadership("another replica holds the lease")
+	}
+	select {
+	case e.observed <- struct{}{}:
+	default:
+	}
+}
+
+func observation(l *coordinationv1.Lease) Observation {
+	o := Observation{Exists: true, Holder: holder(l), Transitions: deref(l.Spec.LeaseTransitions), Version: l.ResourceVersion}
+	if l.Spec.LeaseDurationSeconds != nil {
+		o.LeaseDuration = time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second
+	}
+	return o
+}
+
+func holder(l *coordinationv1.Lease) string {
+	if l == nil || l.Spec.HolderIdentity == nil {
+		return ""
+	}
+	return *l.Spec.HolderIdentity
+}
+
+func deref(p *int32) int32 {
+	if p == nil {
+		return 0
+	}
+	return *p
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
