@@ -53,6 +53,8 @@ type LeaderStatus interface {
 type TinySignalReconciler struct {
 	// Client reads from the cache and writes.
 	Client client.Client
+	// Reader reads without the cache, after a write conflict.
+	Reader client.Reader
 	// Scheduler runs the target nodes.
 	Scheduler *scheduler.Scheduler
 	// Leader gates everything: readers do nothing with signals.
@@ -232,14 +234,28 @@ func (r *TinySignalReconciler) deliver(term context.Context, sig *v1alpha1.TinyS
 		sig.Status.Phase = v1alpha1.SignalDelivering
 		sig.Status.Attempts++
 		if err := r.Client.Status().Update(term, sig); err != nil {
-			if apierrors.IsNotFound(err) {
+			switch {
+			case apierrors.IsNotFound(err):
 				r.finish(sig)
 				return
-			}
-			if apierrors.IsConflict(err) {
-				if err := r.Client.Get(term, client.ObjectKeyFromObject(sig), sig); err != nil {
+			case apierrors.IsConflict(err):
+				// Someone wrote it since the cache saw it: read it fresh.
+				fresh := &v1alpha1.TinySignal{}
+				if err := r.Reader.Get(term, client.ObjectKeyFromObject(sig), fresh); err != nil {
+					if apierrors.IsNotFound(err) {
+						r.finish(sig)
+						return
+					}
+					pause(term, r.retry.Base)
+					continue
+				}
+				if fresh.UID != sig.UID || fresh.Status.Phase == v1alpha1.SignalFailed {
+					r.finish(sig)
 					return
 				}
+				sig = fresh
+			default:
+				pause(term, r.retry.Base)
 			}
 			continue
 		}
@@ -251,6 +267,7 @@ func (r *TinySignalReconciler) deliver(term context.Context, sig *v1alpha1.TinyS
 		switch act {
 		case deleteSignal:
 			if err := r.Client.Delete(context.Background(), sig, client.Preconditions{UID: &sig.UID}); err != nil && !apierrors.IsNotFound(err) {
+				pause(term, r.retry.Base)
 				continue
 			}
 			r.finish(sig)
@@ -264,13 +281,7 @@ func (r *TinySignalReconciler) deliver(term context.Context, sig *v1alpha1.TinyS
 			if err, ok := result.(error); ok {
 				sig.Status.LastError = err.Error()
 			}
-			t := time.NewTimer(wait)
-			select {
-			case <-term.Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
+			pause(term, wait)
 		}
 	}
 }
@@ -323,4 +334,14 @@ func (r *TinySignalReconciler) finish(sig *v1alpha1.TinySignal) {
 	r.mu.Lock()
 	r.done[sig.UID] = time.Now()
 	r.mu.Unlock()
+}
+
+// pause waits for d or until ctx ends.
+func pause(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }

@@ -73,6 +73,7 @@ type Elector struct {
 	endTerm    context.CancelFunc
 	termTimer  *time.Timer
 	stepping   bool // graceful stop: leader-only work is over, lease still held
+	seen       bool // the lease, or its absence, has been observed
 	observed   chan struct{}
 	acquirable time.Duration // when the lease last became acquirable for us
 }
@@ -138,7 +139,7 @@ func (e *Elector) Leader() string {
 func (e *Elector) Observed() bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.obs.SeenAt != 0 || e.lease != nil
+	return e.seen
 }
 
 // Run campaigns until ctx ends, then stops leader-only work, runs
@@ -193,6 +194,10 @@ func (e *Elector) step(ctx context.Context) (time.Duration, error) {
 			return due - now, nil
 		}
 		return e.opts.RetryPeriod, e.renew(ctx)
+	}
+	if !e.Observed() {
+		// Never act on a lease not yet seen: it is most likely held.
+		return e.opts.RetryPeriod, nil
 	}
 	if !CanAcquire(obs, e.opts.Identity, now) {
 		return ExpiresAt(obs) - now, nil
@@ -483,11 +488,11 @@ func (e *Elector) see(lease *coordinationv1.Lease) {
 	}
 	if lease == nil {
 		e.obs = Observe(e.obs, Observation{}, now)
-		e.obs.SeenAt = max(e.obs.SeenAt, 1)
 	} else {
 		e.obs = Observe(e.obs, observation(lease), now)
 	}
 	e.lease = lease
+	e.seen = true
 	lostIt := e.leading && (lease == nil || holder(lease) != e.opts.Identity)
 	e.mu.Unlock()
 	if lostIt {

@@ -115,6 +115,12 @@ func Run(ctx context.Context, opts Options) error {
 		opts.Log = logr.Discard()
 	}
 	log := opts.Log.WithValues("module", opts.Module.Name, "identity", opts.Identity)
+	opts.Config = rest.CopyConfig(opts.Config)
+	if opts.Config.QPS == 0 {
+		// client-go's default of 5 requests a second starves a leader that
+		// delivers signals; these match controller-runtime's own defaults x2.
+		opts.Config.QPS, opts.Config.Burst = 40, 60
+	}
 	mgr, err := ctrl.NewManager(opts.Config, ctrl.Options{
 		Scheme:                 Scheme(),
 		Logger:                 log,
@@ -227,7 +233,7 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("replica: %w", err)
 	}
 	signals = &controller.TinySignalReconciler{
-		Client: mgr.GetClient(), Scheduler: sched, Leader: status,
+		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Scheduler: sched, Leader: status,
 		Recorder:  mgr.GetEventRecorder("tinymod/" + opts.Module.Name),
 		Namespace: opts.Namespace, Metrics: ctrlmetrics.Registry,
 	}
