@@ -5,14 +5,22 @@ import (
 )
 
 // NewRootCommand returns the root command of a tinymod binary named name, with
-// the developer commands added.
-func NewRootCommand(name string) *cobra.Command {
+// `run` for the registered components and the developer commands added.
+//
+//	func main() {
+//		module.Register(&mycomponent.Component{})
+//		if err := cli.NewRootCommand("mymodule", "v1.0.0").Execute(); err != nil {
+//			os.Exit(1)
+//		}
+//	}
+func NewRootCommand(name, version string) *cobra.Command {
 	root := &cobra.Command{
 		Use:           name,
 		Short:         "Flow-based modules on Kubernetes, built on the leader-reader pattern",
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
+	root.AddCommand(NewRunCommand(version, nil))
 	root.AddCommand(NewControlPlaneCommand())
 	return root
 }

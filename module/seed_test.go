@@ -39,10 +39,10 @@ func (c *Component) handleControl(context.Context, module.Handler, any) any   { 
 func (c *Component) handleReconcile(context.Context, module.Handler, any) any { return nil }
 func (c *Component) handleInput(context.Context, module.Handler, any) any     { return nil }
 func (c *Component) processInput(context.Context, module.Handler, any) any    { return nil }
-func (c *Component) updateStatus(context.Context, module.Handler)              {}
-func (c *Component) startLeaderOnlyWork(context.Context, module.Handler)       {}
-func (c *Component) performInitialization()                                    {}
-func (c *Component) doWork()                                                   {}
+func (c *Component) updateStatus(context.Context, module.Handler)             {}
+func (c *Component) startLeaderOnlyWork(context.Context, module.Handler)      {}
+func (c *Component) performInitialization()                                   {}
+func (c *Component) doWork()                                                  {}
 
 // Checking Leadership.
 func (c *Component) HandleChecking(ctx context.Context, output module.Handler, port string, msg any) any {

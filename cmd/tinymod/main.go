@@ -7,8 +7,11 @@ import (
 	"github.com/tinymod/tinymod/cli"
 )
 
+// version is stamped in at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
 func main() {
-	if err := cli.NewRootCommand("tinymod").Execute(); err != nil {
+	if err := cli.NewRootCommand("tinymod", version).Execute(); err != nil {
 		os.Exit(1)
 	}
 }

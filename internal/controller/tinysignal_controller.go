@@ -75,7 +75,7 @@ type TinySignalReconciler struct {
 	counter *prometheus.CounterVec
 
 	mu      sync.Mutex
-	workers map[string]bool          // nodes with a delivery worker running
+	workers map[string]bool         // nodes with a delivery worker running
 	done    map[types.UID]time.Time // signals finished here, hidden from a lagging cache
 }
 

@@ -1,0 +1,188 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/spf13/cobra"
+	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/tinymod/tinymod/internal/leader"
+	"github.com/tinymod/tinymod/internal/replica"
+	"github.com/tinymod/tinymod/module"
+)
+
+// RunOptions are the flags of `run`.
+type RunOptions struct {
+	Name, Namespace, Kubeconfig, Identity string
+	GRPCListen, GRPCAdvertise             string
+	MetricsAddr, HealthAddr               string
+	LeaseDuration, RenewDeadline, Retry   time.Duration
+	LogFormat                             string
+	// ShutdownTimeout bounds a graceful stop.
+	ShutdownTimeout time.Duration
+}
+
+// NewRunCommand returns `run`: one replica of the module that hosts components
+// (module.Registered() when nil), version as its version.
+func NewRunCommand(version string, components []module.Component) *cobra.Command {
+	o := RunOptions{}
+	cmd := &cobra.Command{
+		Use:   "run --name NAME",
+		Short: "Run one replica of the module",
+		Long: `Runs one replica of the module: it runs every TinyNode of the module, campaigns
+for the module's Lease (NAME-leader) and, while it holds it, processes
+TinySignals and writes status. Start several for a module that survives the
+loss of any one of them.`,
+		Example: `  tinymod run --name tinymod --grpc-listen 127.0.0.1:0 --metrics-bind-address 0 --health-probe-bind-address 0`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return run(ctx, o, version, components)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Name, "name", "", "the module's name: its TinyModule, its Lease NAME-leader, the spec.module of its nodes (required)")
+	f.StringVar(&o.Namespace, "namespace", "", "the module's namespace (default $POD_NAMESPACE, else default)")
+	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster, else $KUBECONFIG, else ~/.kube/config)")
+	f.StringVar(&o.Identity, "identity", "", "this replica's identity (default $POD_NAME, else hostname plus a random suffix)")
+	f.StringVar(&o.GRPCListen, "grpc-listen", ":8483", "gRPC listen address; port 0 picks a free one")
+	f.StringVar(&o.GRPCAdvertise, "grpc-advertise", "", "gRPC address other replicas and modules use (default: the listen address)")
+	f.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "Prometheus metrics address; 0 turns them off")
+	f.StringVar(&o.HealthAddr, "health-probe-bind-address", ":8081", "/healthz and /readyz address; 0 turns them off")
+	f.DurationVar(&o.LeaseDuration, "lease-duration", leader.DefaultLeaseDuration, "how long others wait after a renewal before taking the lease")
+	f.DurationVar(&o.RenewDeadline, "renew-deadline", leader.DefaultRenewDeadline, "how long a leader leads after its last successful renewal")
+	f.DurationVar(&o.Retry, "retry-period", leader.DefaultRetryPeriod, "time between renewals and acquire attempts")
+	f.StringVar(&o.LogFormat, "log-format", "json", "json or text")
+	f.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "bound on a graceful stop")
+	_ = cmd.MarkFlagRequired("name")
+	return cmd
+}
+
+func newLogger(format string) (logr.Logger, error) {
+	enc := zapcore.EncoderConfig{
+		TimeKey: "time", LevelKey: "level", MessageKey: "msg", NameKey: "logger",
+		EncodeTime: zapcore.RFC3339NanoTimeEncoder, EncodeLevel: zapcore.LowercaseLevelEncoder,
+		EncodeDuration: zapcore.StringDurationEncoder,
+	}
+	switch format {
+	case "json":
+		return zap.New(zap.Encoder(zapcore.NewJSONEncoder(enc))), nil
+	case "text":
+		return zap.New(zap.Encoder(zapcore.NewConsoleEncoder(enc))), nil
+	}
+	return logr.Logger{}, fmt.Errorf("--log-format must be json or text, not %q", format)
+}
+
+func defaultIdentity() string {
+	if pod := os.Getenv("POD_NAME"); pod != "" {
+		return pod
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		host = "tinymod"
+	}
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return host + "-" + hex.EncodeToString(b)
+}
+
+func run(ctx context.Context, o RunOptions, version string, components []module.Component) error {
+	if o.Name == "" {
+		return fmt.Errorf("--name is required")
+	}
+	election := leader.Config{LeaseDuration: o.LeaseDuration, RenewDeadline: o.RenewDeadline, RetryPeriod: o.Retry}
+	if err := election.Validate(); err != nil {
+		return err
+	}
+	log, err := newLogger(o.LogFormat)
+	if err != nil {
+		return err
+	}
+	ctrllog.SetLogger(log)
+	if o.Namespace == "" {
+		o.Namespace = os.Getenv("POD_NAMESPACE")
+	}
+	if o.Namespace == "" {
+		o.Namespace = "default"
+	}
+	if o.Identity == "" {
+		o.Identity = defaultIdentity()
+	}
+	log = log.WithValues("identity", o.Identity, "module", o.Name)
+
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = o.Kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+
+	ln, err := net.Listen("tcp", o.GRPCListen)
+	if err != nil {
+		return fmt.Errorf("--grpc-listen: %w", err)
+	}
+	advertise := o.GRPCAdvertise
+	if advertise == "" {
+		advertise = ln.Addr().String()
+	}
+	server := grpc.NewServer()
+	healthSrv := health.NewServer()
+	healthpb.RegisterHealthServer(server, healthSrv)
+	go func() { _ = server.Serve(ln) }()
+	log.Info("gRPC listening", "addr", ln.Addr().String(), "advertise", advertise)
+
+	replicaDone := make(chan error, 1)
+	go func() {
+		replicaDone <- replica.Run(ctx, replica.Options{
+			Module:      module.Info{Name: o.Name, Version: version},
+			Components:  components,
+			Config:      cfg,
+			Namespace:   o.Namespace,
+			Identity:    o.Identity,
+			Election:    election,
+			GRPCAddr:    advertise,
+			ModuleAddr:  advertise,
+			MetricsAddr: o.MetricsAddr,
+			HealthAddr:  o.HealthAddr,
+			Log:         log,
+		})
+	}()
+	var runErr error
+	select {
+	case runErr = <-replicaDone:
+	case <-ctx.Done():
+		// The replica steps down, flushes and releases on ctx; bound it.
+		select {
+		case runErr = <-replicaDone:
+		case <-time.After(o.ShutdownTimeout):
+			runErr = fmt.Errorf("graceful stop took longer than %s", o.ShutdownTimeout)
+		}
+	}
+	// Drain in-flight gRPC calls, bounded.
+	healthSrv.Shutdown()
+	stopped := make(chan struct{})
+	go func() { server.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		server.Stop()
+	}
+	log.Info("exiting")
+	return runErr
+}
