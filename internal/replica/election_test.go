@@ -384,7 +384,7 @@ func TestSignalsAcrossFailovers(t *testing.T) {
 	h.create("f", "failover", nil)
 	h.waitHolder()
 
-	const total, failovers = 200, 4
+	const total, failovers = 510, 5
 	n := 0
 	for round := range failovers + 1 {
 		for range total / (failovers + 1) {
