@@ -25,6 +25,7 @@ import (
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
 	"github.com/tinymod/tinymod/internal/leader"
+	"github.com/tinymod/tinymod/internal/metrics"
 	"github.com/tinymod/tinymod/internal/scheduler"
 )
 
@@ -94,8 +95,9 @@ func (r *TinySignalReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.counter = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tinymod_signals_total", Help: "Signals processed by the leader, by result: delivered, retried or failed.",
 	}, []string{"result"})
-	if r.Metrics != nil {
-		r.counter = registerOrExisting(r.Metrics, r.counter)
+	var err error
+	if r.counter, err = metrics.Register(r.Metrics, r.counter); err != nil {
+		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("tinysignal").

@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tinymod/tinymod/internal/metrics"
 )
 
 // Metrics of one elector.
@@ -27,23 +29,10 @@ func NewMetrics(reg prometheus.Registerer, module, identity string) *Metrics {
 		Help:    "Time from the lease becoming free for this replica to this replica holding it.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 3, 12),
 	}, []string{"module", "identity"})
-	if reg != nil {
-		leader = registerOrExisting(reg, leader)
-		transitions = registerOrExisting(reg, transitions)
-		acquire = registerOrExisting(reg, acquire)
-	}
+	leader, _ = metrics.Register(reg, leader)
+	transitions, _ = metrics.Register(reg, transitions)
+	acquire, _ = metrics.Register(reg, acquire)
 	return &Metrics{leader: leader.With(labels), transitions: transitions.With(labels), acquire: acquire.With(labels)}
-}
-
-func registerOrExisting[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		if are, ok := err.(prometheus.AlreadyRegisteredError); ok {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-	}
-	return c
 }
 
 func (m *Metrics) started(waited time.Duration) {

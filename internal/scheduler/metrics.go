@@ -1,10 +1,11 @@
 package scheduler
 
 import (
-	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	promreg "github.com/tinymod/tinymod/internal/metrics"
 )
 
 type metrics struct {
@@ -29,15 +30,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.00001, 4, 12),
 		}, []string{"node", "port"}),
 	}
-	if reg != nil {
-		// Replicas sharing a process (tests) share one set of collectors.
-		var err error
-		if m.messages, err = register(reg, m.messages); err != nil {
-			return nil, err
-		}
-		if m.handle, err = register(reg, m.handle); err != nil {
-			return nil, err
-		}
+	var err error
+	if m.messages, err = promreg.Register(reg, m.messages); err != nil {
+		return nil, err
+	}
+	if m.handle, err = promreg.Register(reg, m.handle); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
@@ -63,17 +61,4 @@ func (p *port) observe(start time.Time, result any) {
 		return
 	}
 	p.m.ok.Inc()
-}
-
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var already prometheus.AlreadyRegisteredError
-		if errors.As(err, &already) {
-			if existing, ok := already.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, err
-	}
-	return c, nil
 }

@@ -31,12 +31,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/tinymod/tinymod/api/v1alpha1"
 	"github.com/tinymod/tinymod/internal/controlplane"
+	"github.com/tinymod/tinymod/internal/replica"
 )
 
 // Env is a running control plane and a client for it.
@@ -152,16 +151,7 @@ func unlock() {
 }
 
 // NewScheme returns a scheme with client-go's kinds and tinymod's.
-func NewScheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	if err := v1alpha1.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	return s
-}
+func NewScheme() *runtime.Scheme { return replica.Scheme() }
 
 // Namespace creates a namespace for the test alone, named after it, and deletes
 // it when the test ends.
