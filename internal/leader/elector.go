@@ -166,8 +166,13 @@ func (e *Elector) Run(ctx context.Context) error {
 				continue
 			}
 			e.opts.Log.V(1).Info("lease request failed", "error", err.Error())
-			wait = min(wait, backoff)
-			backoff = min(backoff*2, e.opts.LeaseDuration)
+			if !e.HoldsLease() {
+				// A candidate backs off while the API server fails it (a
+				// change to the lease still wakes it at once); a leader keeps
+				// retrying its renewal every retry period.
+				wait = backoff
+				backoff = min(backoff*2, e.opts.LeaseDuration)
+			}
 		} else {
 			backoff = e.opts.RetryPeriod
 		}

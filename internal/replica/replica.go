@@ -287,7 +287,6 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	} else {
 		<-ctx.Done()
-		modules.Resync()
 	}
 	statusW.Flush()
 	stopMember()

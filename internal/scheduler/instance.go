@@ -30,6 +30,12 @@ type instance struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// termCtx is ctx also ended by the leadership term termOf; one per term,
+	// so that system deliveries do not each hang a new child on ctx.
+	termMu  sync.Mutex
+	termOf  context.Context
+	termCtx context.Context
+
 	// updateMu serialises update so settings are delivered in order.
 	updateMu sync.Mutex
 	settings []byte // canonical JSON of the settings last delivered
@@ -85,7 +91,7 @@ func (inst *instance) destroy() {
 }
 
 // update applies a new version of the node's spec.
-func (inst *instance) update(ctx context.Context, node *v1alpha1.TinyNode) []Problem {
+func (inst *instance) update(node *v1alpha1.TinyNode) []Problem {
 	inst.updateMu.Lock()
 	defer inst.updateMu.Unlock()
 
@@ -94,7 +100,7 @@ func (inst *instance) update(ctx context.Context, node *v1alpha1.TinyNode) []Pro
 	for i, e := range node.Spec.Edges {
 		toNode, toPort, err := SplitTarget(e.To)
 		if err == nil {
-			err = inst.s.checkTarget(node.Name, toNode, toPort)
+			err = inst.s.checkTarget(toNode, toPort)
 		}
 		if err == nil {
 			if p := inst.portLocked(e.Port); p == nil || !p.def.Source {
@@ -133,7 +139,7 @@ func (inst *instance) update(ctx context.Context, node *v1alpha1.TinyNode) []Pro
 	inst.node = node
 	inst.mu.Unlock()
 
-	if p := inst.settingsLocked(ctx, settingsRaw); p != nil {
+	if p := inst.settingsLocked(settingsRaw); p != nil {
 		problems = append(problems, *p)
 	}
 	if res := inst.deliverSystem(v1alpha1.ReconcilePort, node.DeepCopy()); res != nil {
@@ -146,7 +152,7 @@ func (inst *instance) update(ctx context.Context, node *v1alpha1.TinyNode) []Pro
 
 // settingsLocked decodes and validates the settings and delivers them if they
 // changed. The caller holds updateMu.
-func (inst *instance) settingsLocked(_ context.Context, raw []byte) *Problem {
+func (inst *instance) settingsLocked(raw []byte) *Problem {
 	p := inst.portLocked(v1alpha1.SettingsPort)
 	if p == nil {
 		return nil // the component takes no settings
@@ -193,9 +199,14 @@ func (inst *instance) systemContext() context.Context {
 	if !leading {
 		return inst.ctx
 	}
-	ctx, cancel := context.WithCancel(inst.ctx)
-	context.AfterFunc(term, cancel)
-	return ctx
+	inst.termMu.Lock()
+	defer inst.termMu.Unlock()
+	if inst.termOf != term {
+		ctx, cancel := context.WithCancel(inst.ctx)
+		context.AfterFunc(term, cancel)
+		inst.termOf, inst.termCtx = term, ctx
+	}
+	return inst.termCtx
 }
 
 func (inst *instance) portLocked(name string) *port {
@@ -206,7 +217,7 @@ func (inst *instance) portLocked(name string) *port {
 
 // receive decodes a message arriving at one of this node's ports (through the
 // mapping of the edge it came along, if there is one) and handles it.
-func (inst *instance) receive(ctx context.Context, from, portName string, data any, external bool) any {
+func (inst *instance) receive(ctx context.Context, from, portName string, data any) any {
 	inst.mu.RLock()
 	p := inst.ports[portName]
 	var m *compiledMapping
@@ -362,7 +373,7 @@ func (inst *instance) reconcileOutput(ctx context.Context, data any) any {
 // deliver sends data along one edge.
 func (s *Scheduler) deliver(ctx context.Context, e *edge, data any) any {
 	if target := s.instance(e.toNode); target != nil {
-		return target.receive(ctx, e.from, e.toPort, data, false)
+		return target.receive(ctx, e.from, e.toPort, data)
 	}
 	node, ok := s.opts.Lookup(e.toNode)
 	if !ok {
@@ -371,12 +382,12 @@ func (s *Scheduler) deliver(ctx context.Context, e *edge, data any) any {
 	if node.Spec.Module == s.opts.Module.Name {
 		// A node of this module that exists but has not been reconciled yet:
 		// start its instance now rather than fail the message.
-		if problems := s.Update(ctx, node); s.instance(e.toNode) == nil {
+		problems := s.Update(ctx, node)
+		target := s.instance(e.toNode)
+		if target == nil {
 			return fmt.Errorf("edge %s to %s: the node cannot run: %s", e.id, e.to, ProblemsText(problems))
 		}
-		if target := s.instance(e.toNode); target != nil {
-			return target.receive(ctx, e.from, e.toPort, data, false)
-		}
+		return target.receive(ctx, e.from, e.toPort, data)
 	}
 	if s.opts.Transport == nil {
 		return module.Permanent(fmt.Errorf("edge %s to %s: node of module %s, and this replica has no transport to other modules", e.id, e.to, node.Spec.Module))
@@ -384,8 +395,8 @@ func (s *Scheduler) deliver(ctx context.Context, e *edge, data any) any {
 	return s.opts.Transport.Send(ctx, node.Spec.Module, Msg{To: e.to, From: e.from, Data: data})
 }
 
-// checkTarget says what is wrong with an edge from node to toNode.toPort.
-func (s *Scheduler) checkTarget(from, toNode, toPort string) error {
+// checkTarget says what is wrong with an edge to toNode.toPort.
+func (s *Scheduler) checkTarget(toNode, toPort string) error {
 	if target := s.instance(toNode); target != nil {
 		p := target.portLocked(toPort)
 		if p == nil || p.def.Source {

@@ -190,7 +190,7 @@ func (s *Scheduler) Update(ctx context.Context, node *v1alpha1.TinyNode) []Probl
 	}
 	s.mu.Unlock()
 
-	return inst.update(ctx, node)
+	return inst.update(node)
 }
 
 // Remove destroys the node's instance, if there is one.
@@ -232,7 +232,7 @@ func (s *Scheduler) Handle(ctx context.Context, msg Msg) any {
 	if msg.ID != "" {
 		ctx = module.WithMessageID(ctx, msg.ID)
 	}
-	return inst.receive(ctx, msg.From, port, msg.Data, true)
+	return inst.receive(ctx, msg.From, port, msg.Data)
 }
 
 // LeadershipChanged delivers _reconcile to every instance, each in its own

@@ -463,3 +463,75 @@ func (writer) Handle(ctx context.Context, output module.Handler, port string, _ 
 	output(ctx, v1alpha1.ReconcilePort, nil)
 	return output(ctx, v1alpha1.ReconcilePort, func(n *v1alpha1.TinyNode) { n.Status.Metadata["x"] = fmt.Sprint(time.Now()) })
 }
+
+// terms is a leader.Status whose terms the test starts and ends.
+type terms struct {
+	mu   sync.Mutex
+	term context.Context
+	end  context.CancelFunc
+}
+
+func (l *terms) start() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.term, l.end = context.WithCancel(context.Background())
+}
+
+func (l *terms) stop() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.end()
+	l.term = nil
+}
+
+func (l *terms) IsLeader() bool { l.mu.Lock(); defer l.mu.Unlock(); return l.term != nil }
+func (l *terms) Term() (context.Context, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.term, l.term != nil
+}
+
+// TestSystemContextsFollowTerms: system-port deliveries in one term share one
+// context, which ends with the term; the next term gets a fresh one.
+func TestSystemContextsFollowTerms(t *testing.T) {
+	l := &terms{}
+	l.start()
+	s, err := New(Options{Module: module.Info{Name: "m"}, Components: []module.Component{&relay{destroyed: &atomic.Int32{}}}, Leader: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	node := &v1alpha1.TinyNode{ObjectMeta: metav1.ObjectMeta{Name: "a"}, Spec: v1alpha1.TinyNodeSpec{Module: "m", Component: "relay"}}
+	reconcileCtx := func() context.Context {
+		s.Update(context.Background(), node)
+		r := s.instance("a").component.(*relay)
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.lastContext
+	}
+	first, again := reconcileCtx(), reconcileCtx()
+	if first != again {
+		t.Error("two deliveries in one term got different contexts")
+	}
+	if !utils.IsLeader(first) {
+		t.Error("a leader's system context does not say leader")
+	}
+	l.stop()
+	select { // the term's end reaches the context from its own goroutine
+	case <-first.Done():
+	case <-time.After(5 * time.Second):
+		t.Error("the term ended and its system context did not")
+	}
+	if utils.IsLeader(first) {
+		t.Error("IsLeader still true after the term ended")
+	}
+	reader := reconcileCtx()
+	if reader.Err() != nil || utils.IsLeader(reader) {
+		t.Errorf("reader context: err %v, leader %v", reader.Err(), utils.IsLeader(reader))
+	}
+	l.start()
+	next := reconcileCtx()
+	if next == first || next.Err() != nil || !utils.IsLeader(next) {
+		t.Errorf("next term's context: same %v, err %v, leader %v", next == first, next.Err(), utils.IsLeader(next))
+	}
+}
