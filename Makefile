@@ -4,7 +4,7 @@ SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
 GO ?= go
 
-.PHONY: all build generate controlplane test vet fmt-check demo clean
+.PHONY: all build generate controlplane test vet fmt-check bench demo clean
 
 all: build
 
@@ -32,6 +32,11 @@ fmt-check:
 ## test: the whole suite, on a real API server, with the race detector
 test: controlplane vet fmt-check
 	$(GO) test -race -timeout 20m ./...
+
+## bench: micro-benchmarks and the failover/signal-latency table (minutes; not part of test)
+bench: controlplane
+	$(GO) test -run XXX -bench . -benchtime 2s ./internal/scheduler/
+	$(GO) run ./test/bench/failover -trials 20 -default-trials 5
 
 ## demo: the main job on a local control plane
 demo: controlplane build

@@ -432,20 +432,34 @@ func (e *Elector) resign() {
 	if !stillValid || lease == nil {
 		return
 	}
-	next := lease.DeepCopy()
-	empty := ""
-	one := int32(1)
-	now := metav1.NowMicro()
-	next.Spec.HolderIdentity = &empty
-	next.Spec.LeaseDurationSeconds = &one
-	next.Spec.RenewTime = &now
 	ctx, cancel := context.WithTimeout(context.Background(), e.opts.RenewDeadline)
 	defer cancel()
-	if _, err := e.opts.Client.CoordinationV1().Leases(e.opts.Namespace).Update(ctx, next, metav1.UpdateOptions{}); err != nil {
-		e.opts.Log.Error(err, "release lease")
-		return
+	leases := e.opts.Client.CoordinationV1().Leases(e.opts.Namespace)
+	for attempt := 0; attempt < 3; attempt++ {
+		next := lease.DeepCopy()
+		empty := ""
+		one := int32(1)
+		now := metav1.NowMicro()
+		next.Spec.HolderIdentity = &empty
+		next.Spec.LeaseDurationSeconds = &one
+		next.Spec.RenewTime = &now
+		_, err := leases.Update(ctx, next, metav1.UpdateOptions{})
+		if err == nil {
+			e.opts.Log.Info("released lease", "lease", e.opts.Name)
+			return
+		}
+		if !apierrors.IsConflict(err) {
+			e.opts.Log.Error(err, "release lease")
+			return
+		}
+		// A renewal given up on (its context ended with ours) may have landed
+		// after all: release the newer version if it is still ours.
+		fresh, err := leases.Get(ctx, e.opts.Name, metav1.GetOptions{})
+		if err != nil || holder(fresh) != e.opts.Identity {
+			return
+		}
+		lease = fresh
 	}
-	e.opts.Log.Info("released lease", "lease", e.opts.Name)
 }
 
 // watch feeds every version of the lease into the loop, re-listing after errors.

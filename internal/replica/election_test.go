@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
+	"github.com/tinymod/tinymod/internal/controlplane"
 	"github.com/tinymod/tinymod/internal/controlplane/controlplanetest"
 	"github.com/tinymod/tinymod/internal/leader"
 	"github.com/tinymod/tinymod/internal/replica"
@@ -32,6 +33,8 @@ type workLog struct {
 	became, lost map[string]int
 	// deliveries of signals: message IDs, per identity.
 	deliveries []delivery
+	// metadata is the "last" metadata value each identity's instance saw on _reconcile.
+	metadata map[string]string
 }
 
 type workMark struct {
@@ -42,7 +45,7 @@ type workMark struct {
 type delivery struct{ identity, id, data string }
 
 func newWorkLog() *workLog {
-	return &workLog{became: map[string]int{}, lost: map[string]int{}}
+	return &workLog{became: map[string]int{}, lost: map[string]int{}, metadata: map[string]string{}}
 }
 
 // failover is the seed's failover sample: it tracks wasLeader on _reconcile,
@@ -67,6 +70,9 @@ func (c *failover) Ports() []module.Port {
 func (c *failover) Handle(ctx context.Context, output module.Handler, port string, msg any) any {
 	switch port {
 	case v1alpha1.ReconcilePort:
+		c.log.mu.Lock()
+		c.log.metadata[c.identity] = msg.(*v1alpha1.TinyNode).Status.Metadata["last"]
+		c.log.mu.Unlock()
 		isLeader := utils.IsLeader(ctx)
 
 		c.mu.Lock()
@@ -84,6 +90,10 @@ func (c *failover) Handle(ctx context.Context, output module.Handler, port strin
 		c.log.mu.Lock()
 		c.log.deliveries = append(c.log.deliveries, delivery{identity: c.identity, id: module.MessageID(ctx), data: fmt.Sprint(msg)})
 		c.log.mu.Unlock()
+		// Shared state for every replica: the leader writes, readers read.
+		return output(ctx, v1alpha1.ReconcilePort, func(n *v1alpha1.TinyNode) {
+			n.Status.Metadata["last"] = fmt.Sprint(msg)
+		})
 	}
 	return nil
 }
@@ -165,7 +175,7 @@ func (w *workLog) checkNoOverlap(t *testing.T) (terms int) {
 
 type testReplica struct {
 	identity string
-	proxy    *controlplanetest.Proxy
+	proxy    *controlplane.Proxy
 	cancel   context.CancelFunc
 	done     chan error
 	once     sync.Once
@@ -179,7 +189,7 @@ func (h *harness) startElected(identity string, log *workLog) *testReplica {
 	return h.runReplica(identity, cfg, proxy, log)
 }
 
-func (h *harness) runReplica(identity string, cfg *rest.Config, proxy *controlplanetest.Proxy, log *workLog) *testReplica {
+func (h *harness) runReplica(identity string, cfg *rest.Config, proxy *controlplane.Proxy, log *workLog) *testReplica {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &testReplica{identity: identity, proxy: proxy, cancel: cancel, done: make(chan error, 1)}
 	go func() {
@@ -256,6 +266,17 @@ func TestReadersDoNotWrite(t *testing.T) {
 	}
 	h.waitMetadata("a", "result", "got x")
 	h.waitSignalsGone(5)
+	// The metadata the leader wrote reaches the readers' instances.
+	controlplanetest.Eventually(t, 10*time.Second, func() error {
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		for _, id := range []string{"lead-a", "reader-b", "reader-c"} {
+			if log.metadata[id] != "4" {
+				return fmt.Errorf("%s's instance saw last=%q, want 4", id, log.metadata[id])
+			}
+		}
+		return nil
+	})
 	// Give the readers every reason to write: a change to each node.
 	for _, n := range []string{"f", "m", "a", "s"} {
 		h.edit(n, func(n *v1alpha1.TinyNode) { n.Annotations = map[string]string{"probe": "poke"} })

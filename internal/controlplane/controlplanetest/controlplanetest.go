@@ -258,3 +258,16 @@ func Eventually(t testing.TB, limit time.Duration, cond func() error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// NewProxy starts a TCP proxy to the API server of cfg, closed when the test
+// ends, and returns it with a copy of cfg that goes through it: cutting it
+// stalls a replica's requests for real, as a network partition does.
+func NewProxy(t testing.TB, cfg *rest.Config) (*controlplane.Proxy, *rest.Config) {
+	t.Helper()
+	p, proxied, err := controlplane.NewProxy(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p, proxied
+}

@@ -1,11 +1,10 @@
-package controlplanetest
+package controlplane
 
 import (
 	"io"
 	"net"
 	"net/url"
 	"sync"
-	"testing"
 
 	"k8s.io/client-go/rest"
 )
@@ -21,26 +20,30 @@ type Proxy struct {
 	conns []net.Conn
 }
 
-// NewProxy starts a proxy to cfg's API server and returns it with a copy of
-// cfg that goes through it.
-func NewProxy(t testing.TB, cfg *rest.Config) (*Proxy, *rest.Config) {
-	t.Helper()
+// NewProxy starts a proxy on loopback to cfg's API server and returns it with
+// a copy of cfg that goes through it.
+func NewProxy(cfg *rest.Config) (*Proxy, *rest.Config, error) {
 	u, err := url.Parse(cfg.Host)
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	p := &Proxy{ln: ln, target: u.Host}
 	go p.serve()
-	t.Cleanup(func() { _ = ln.Close(); p.Cut() })
 	proxied := rest.CopyConfig(cfg)
 	u.Host = ln.Addr().String()
 	proxied.Host = u.String()
 	proxied.TLSClientConfig.ServerName = "127.0.0.1"
-	return p, proxied
+	return p, proxied, nil
+}
+
+// Close stops the proxy and drops its connections.
+func (p *Proxy) Close() {
+	_ = p.ln.Close()
+	p.Cut()
 }
 
 func (p *Proxy) serve() {
