@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -13,7 +14,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -38,8 +38,46 @@ type TinyModuleReconciler struct {
 	Identity string
 	// Addr spreads over all replicas; LeaderAddr is this replica's own.
 	Addr, LeaderAddr string
+	// Modules learns every other module's addresses. Optional.
+	Modules *AddressBook
 
 	resync chan event.GenericEvent
+}
+
+// ModuleAddress is where a module can be reached, as its leader publishes it.
+type ModuleAddress struct {
+	// Addr spreads over all the module's replicas.
+	Addr string
+	// LeaderAddr reaches the module's leader.
+	LeaderAddr string
+}
+
+// AddressBook holds the addresses of the namespace's modules; every replica
+// keeps one, so that messages can be sent to other modules.
+type AddressBook struct {
+	mu      sync.RWMutex
+	modules map[string]ModuleAddress
+}
+
+// Get returns the address of module, if it has published one.
+func (b *AddressBook) Get(module string) (ModuleAddress, bool) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	a, ok := b.modules[module]
+	return a, ok
+}
+
+func (b *AddressBook) set(module string, a ModuleAddress, present bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.modules == nil {
+		b.modules = map[string]ModuleAddress{}
+	}
+	if !present || a.Addr == "" && a.LeaderAddr == "" {
+		delete(b.modules, module)
+		return
+	}
+	b.modules[module] = a
 }
 
 // Resync queues the module again: a new leader writes its status.
@@ -51,15 +89,14 @@ func (r *TinyModuleReconciler) Resync() {
 	}
 }
 
-// SetupWithManager registers the reconciler for the module's own TinyModule.
+// SetupWithManager registers the reconciler for the namespace's TinyModules:
+// its own, whose status the leader writes, and the others, whose addresses
+// every replica tracks.
 func (r *TinyModuleReconciler) SetupWithManager(mgr manager.Manager) error {
-	name := r.Scheduler.Module().Name
 	r.resync = make(chan event.GenericEvent, 16)
 	return ctrl.ControllerManagedBy(mgr).
 		Named("tinymodule").
-		For(&v1alpha1.TinyModule{}, ctrl.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
-			return o.GetName() == name
-		}))).
+		For(&v1alpha1.TinyModule{}).
 		WatchesRawSource(source.Channel(r.resync, &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{SkipNameValidation: ptr(true)}).
 		Complete(r)
@@ -78,14 +115,22 @@ func (r *TinyModuleReconciler) EnsureExists(ctx context.Context) error {
 	return nil
 }
 
-// Reconcile writes the module's status on the leader.
+// Reconcile records another module's addresses, or writes this module's
+// status on the leader.
 func (r *TinyModuleReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-	if !r.Leader.IsLeader() {
+	m := &v1alpha1.TinyModule{}
+	err := r.Client.Get(ctx, req.NamespacedName, m)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return reconcile.Result{}, err
+	}
+	if req.Name != r.Scheduler.Module().Name {
+		if r.Modules != nil {
+			r.Modules.set(req.Name, ModuleAddress{Addr: m.Status.Addr, LeaderAddr: m.Status.LeaderAddr}, err == nil)
+		}
 		return reconcile.Result{}, nil
 	}
-	m := &v1alpha1.TinyModule{}
-	if err := r.Client.Get(ctx, req.NamespacedName, m); err != nil {
-		return reconcile.Result{}, client.IgnoreNotFound(err)
+	if err != nil || !r.Leader.IsLeader() {
+		return reconcile.Result{}, nil
 	}
 	before := m.Status.DeepCopy()
 	info := r.Scheduler.Module()

@@ -228,6 +228,7 @@ func Run(ctx context.Context, opts Options) error {
 		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Scheduler: sched, Leader: status,
 		Namespace: opts.Namespace, Identity: opts.Identity,
 		Addr: opts.ModuleAddr, LeaderAddr: opts.GRPCAddr,
+		Modules: &controller.AddressBook{},
 	}
 	if err := modules.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("replica: %w", err)
