@@ -132,11 +132,19 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("replica: manager: %w", err)
 	}
+	mgrReady := make(chan struct{}) // closed once the manager's caches have synced
 	if opts.HealthAddr != "" && opts.HealthAddr != "0" {
 		if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 			return err
 		}
-		if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+		if err := mgr.AddReadyzCheck("caches", func(*http.Request) error {
+			select {
+			case <-mgrReady:
+				return nil
+			default:
+				return errors.New("caches have not synced yet")
+			}
+		}); err != nil {
 			return err
 		}
 	}
@@ -156,7 +164,6 @@ func Run(ctx context.Context, opts Options) error {
 		signals  *controller.TinySignalReconciler
 		modules  *controller.TinyModuleReconciler
 		statusW  *controller.StatusWriter
-		mgrReady = make(chan struct{})
 	)
 	if status == nil {
 		elector, err = leader.New(leader.Options{
