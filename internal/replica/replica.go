@@ -159,11 +159,11 @@ func Run(ctx context.Context, opts Options) error {
 	)
 	// Filled in below; the elector's callbacks need them.
 	var (
-		sched    *scheduler.Scheduler
-		nodes    *controller.TinyNodeReconciler
-		signals  *controller.TinySignalReconciler
-		modules  *controller.TinyModuleReconciler
-		statusW  *controller.StatusWriter
+		sched   *scheduler.Scheduler
+		nodes   *controller.TinyNodeReconciler
+		signals *controller.TinySignalReconciler
+		modules *controller.TinyModuleReconciler
+		statusW *controller.StatusWriter
 	)
 	if status == nil {
 		elector, err = leader.New(leader.Options{
