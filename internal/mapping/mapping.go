@@ -262,3 +262,20 @@ func normalize(v any) any {
 	}
 	return v
 }
+
+// Expr is one compiled expression over a message, $ being the message.
+type Expr struct{ n exprNode }
+
+// CompileExpr compiles src, an expression without the {{ }}, as in a template.
+func CompileExpr(src string) (*Expr, error) {
+	p, err := compileExpr(src)
+	if err != nil {
+		return nil, err
+	}
+	return &Expr{n: exprNode{p}}, nil
+}
+
+// Eval evaluates the expression against msg, a value in JSON form.
+func (e *Expr) Eval(msg any) (any, error) {
+	return e.n.eval(map[string]any{"$": msg})
+}

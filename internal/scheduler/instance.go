@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
+
 	"github.com/tinymod/tinymod/api/v1alpha1"
 	"github.com/tinymod/tinymod/internal/leader"
 	"github.com/tinymod/tinymod/internal/mapping"
@@ -25,6 +27,7 @@ type instance struct {
 	componentName string
 	component     module.Component
 	output        module.Handler
+	log           logr.Logger
 
 	// ctx lives as long as the instance; system ports are delivered with it.
 	ctx    context.Context
@@ -63,10 +66,11 @@ type edge struct {
 }
 
 func (s *Scheduler) newInstance(name, componentName string, c module.Component) *instance {
-	ctx, cancel := context.WithCancel(leader.NewContext(context.Background(), s.opts.Leader))
+	log := s.opts.Log.WithValues("node", name)
+	ctx, cancel := context.WithCancel(module.WithLog(leader.NewContext(context.Background(), s.opts.Leader), log))
 	inst := &instance{
 		s: s, name: name, componentName: componentName, component: c,
-		ctx: ctx, cancel: cancel,
+		ctx: ctx, cancel: cancel, log: log,
 		edges:    map[string][]*edge{},
 		mappings: map[mappingKey]*compiledMapping{},
 	}
@@ -96,6 +100,19 @@ func (inst *instance) update(node *v1alpha1.TinyNode) []Problem {
 	defer inst.updateMu.Unlock()
 
 	var problems []Problem
+	// Settings first: a component's ports may depend on them (a router's routes).
+	var settingsRaw []byte
+	for _, pc := range node.Spec.Ports {
+		if pc.From == "" && pc.Port == v1alpha1.SettingsPort && pc.Configuration != nil {
+			settingsRaw = pc.Configuration.Raw
+		}
+	}
+	if p, changed := inst.settingsLocked(settingsRaw); p != nil {
+		problems = append(problems, *p)
+	} else if changed {
+		inst.refreshPorts()
+	}
+
 	edges := map[string][]*edge{}
 	for i, e := range node.Spec.Edges {
 		toNode, toPort, err := SplitTarget(e.To)
@@ -115,15 +132,8 @@ func (inst *instance) update(node *v1alpha1.TinyNode) []Problem {
 	}
 
 	mappings := map[mappingKey]*compiledMapping{}
-	var settingsRaw []byte
 	for i, pc := range node.Spec.Ports {
-		if pc.From == "" {
-			if pc.Port == v1alpha1.SettingsPort && pc.Configuration != nil {
-				settingsRaw = pc.Configuration.Raw
-			}
-			continue
-		}
-		if pc.Configuration == nil {
+		if pc.From == "" || pc.Configuration == nil {
 			continue
 		}
 		tpl, err := mapping.Compile(pc.Configuration.Raw)
@@ -139,9 +149,6 @@ func (inst *instance) update(node *v1alpha1.TinyNode) []Problem {
 	inst.node = node
 	inst.mu.Unlock()
 
-	if p := inst.settingsLocked(settingsRaw); p != nil {
-		problems = append(problems, *p)
-	}
 	if res := inst.deliverSystem(v1alpha1.ReconcilePort, node.DeepCopy()); res != nil {
 		if err, ok := res.(error); ok {
 			inst.s.opts.Log.Error(err, "reconcile failed", "node", inst.name)
@@ -151,35 +158,50 @@ func (inst *instance) update(node *v1alpha1.TinyNode) []Problem {
 }
 
 // settingsLocked decodes and validates the settings and delivers them if they
-// changed. The caller holds updateMu.
-func (inst *instance) settingsLocked(raw []byte) *Problem {
+// changed, reporting whether it delivered. The caller holds updateMu.
+func (inst *instance) settingsLocked(raw []byte) (*Problem, bool) {
 	p := inst.portLocked(v1alpha1.SettingsPort)
 	if p == nil {
-		return nil // the component takes no settings
+		return nil, false // the component takes no settings
 	}
 	if len(raw) > 0 {
 		if err := p.validate(raw); err != nil {
-			return &Problem{Reason: ReasonInvalidSettings, Message: fmt.Sprintf("settings break the schema of %s: %v", v1alpha1.SettingsPort, err)}
+			return &Problem{Reason: ReasonInvalidSettings, Message: fmt.Sprintf("settings break the schema of %s: %v", v1alpha1.SettingsPort, err)}, false
 		}
 	}
 	value, err := p.decodeJSON(raw)
 	if err != nil {
-		return &Problem{Reason: ReasonInvalidSettings, Message: fmt.Sprintf("settings do not decode into %s: %v", p.typ, err)}
+		return &Problem{Reason: ReasonInvalidSettings, Message: fmt.Sprintf("settings do not decode into %s: %v", p.typ, err)}, false
 	}
 	canonical, err := json.Marshal(value)
 	if err != nil {
-		return &Problem{Reason: ReasonInvalidSettings, Message: err.Error()}
+		return &Problem{Reason: ReasonInvalidSettings, Message: err.Error()}, false
 	}
 	if inst.settings != nil && bytes.Equal(canonical, inst.settings) {
-		return nil
+		return nil, false
 	}
 	if res := inst.deliverSystem(v1alpha1.SettingsPort, value); res != nil {
 		if err, ok := res.(error); ok {
-			return &Problem{Reason: ReasonSettingsRejected, Message: fmt.Sprintf("the component rejected its settings: %v", err)}
+			return &Problem{Reason: ReasonSettingsRejected, Message: fmt.Sprintf("the component rejected its settings: %v", err)}, false
 		}
 	}
 	inst.settings = canonical
-	return nil
+	return nil, true
+}
+
+// refreshPorts re-reads the component's ports, which may follow its settings,
+// keeping what is known of ports that stay.
+func (inst *instance) refreshPorts() {
+	fresh := inst.s.portsOf(inst.name, inst.component)
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	for name, p := range fresh {
+		if old, ok := inst.ports[name]; ok && reflect.TypeOf(old.def.Configuration) == reflect.TypeOf(p.def.Configuration) {
+			old.def = p.def
+			fresh[name] = old
+		}
+	}
+	inst.ports = fresh
 }
 
 // deliverSystem hands a system-port message to the component with a context
@@ -240,7 +262,7 @@ func (inst *instance) receive(ctx context.Context, from, portName string, data a
 		// node (and the term), not as long as the message.
 		return inst.handle(withMessageID(inst.systemContext(), ctx), p, portName, msg)
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(module.WithLog(ctx, inst.log))
 	defer cancel()
 	return inst.handle(ctx, p, portName, msg)
 }

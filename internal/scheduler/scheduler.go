@@ -95,6 +95,9 @@ func New(opts Options) (*Scheduler, error) {
 	if opts.Lookup == nil {
 		opts.Lookup = func(string) (*v1alpha1.TinyNode, bool) { return nil, false }
 	}
+	if opts.Log.GetSink() == nil {
+		opts.Log = logr.Discard()
+	}
 	if opts.MaxDepth == 0 {
 		opts.MaxDepth = DefaultMaxDepth
 	}

@@ -1,0 +1,17 @@
+// Package components lists the standard components hosted by the tinymod
+// binary; each lives in a package of its own and uses only the SDK.
+package components
+
+import (
+	"github.com/tinymod/tinymod/components/debug"
+	"github.com/tinymod/tinymod/components/delay"
+	"github.com/tinymod/tinymod/components/router"
+	"github.com/tinymod/tinymod/components/signal"
+	"github.com/tinymod/tinymod/components/ticker"
+	"github.com/tinymod/tinymod/module"
+)
+
+// Standard returns one of each standard component.
+func Standard() []module.Component {
+	return []module.Component{&debug.Component{}, &delay.Component{}, &router.Component{}, &signal.Component{}, &ticker.Component{}}
+}
