@@ -1,14 +1,11 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -43,30 +40,9 @@ func get(url string) (int, string, error) {
 func TestRunProbesAndMetrics(t *testing.T) {
 	env := controlplanetest.Start(t)
 	ns := env.Namespace(t)
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "tinymod")
-	bctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	if out, err := exec.CommandContext(bctx, "go", "build", "-o", bin, "../../cmd/tinymod").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(kubeconfig, env.Kubeconfig, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	c := newCluster(t, env.Kubeconfig)
 	health, metrics := freePort(t), freePort(t)
-	cmd := exec.Command(bin, "run", "--name", "solo", "--namespace", ns, "--kubeconfig", kubeconfig,
-		"--identity", "solo-0", "--grpc-listen", "127.0.0.1:0", "--metrics-bind-address", metrics,
-		"--health-probe-bind-address", health, "--lease-duration", "2s", "--renew-deadline", "1500ms", "--retry-period", "500ms")
-	var logs strings.Builder
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-
+	p := c.run("solo", ns, "solo-0", "--metrics-bind-address", metrics, "--health-probe-bind-address", health)
 	controlplanetest.Eventually(t, 30*time.Second, func() error {
 		code, body, err := get("http://" + health + "/readyz")
 		if err != nil || code != http.StatusOK {
@@ -84,19 +60,24 @@ func TestRunProbesAndMetrics(t *testing.T) {
 		}
 		return nil
 	})
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-exited:
-		if err != nil {
-			t.Errorf("exit after SIGTERM: %v\n%s", err, logs.String())
+	case <-p.exited:
+		if err := p.err; err != nil {
+			t.Errorf("exit after SIGTERM: %v", err)
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("still running 20s after SIGTERM")
 	}
 	// One JSON object a line, with the replica's identity and module.
-	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+	raw, err := os.ReadFile(p.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := string(raw)
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
 		if !strings.HasPrefix(line, "{") || !strings.Contains(line, `"time":"`) || !strings.Contains(line, `"level":"`) || !strings.Contains(line, `"msg":"`) {
 			t.Errorf("log line is not design.md's JSON: %s", line)
 			continue
@@ -105,7 +86,7 @@ func TestRunProbesAndMetrics(t *testing.T) {
 			t.Errorf("leader line without identity and module: %s", line)
 		}
 	}
-	if !strings.Contains(logs.String(), `"msg":"became leader"`) {
-		t.Errorf("no became-leader line in the logs:\n%s", logs.String())
+	if !strings.Contains(logs, `"msg":"became leader"`) {
+		t.Errorf("no became-leader line in the logs:\n%s", logs)
 	}
 }

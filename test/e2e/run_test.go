@@ -1,11 +1,7 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -26,38 +22,11 @@ const lease = 2 * time.Second
 func TestRunProcessesFailover(t *testing.T) {
 	env := controlplanetest.Start(t)
 	ns := env.Namespace(t)
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "tinymod")
-	bctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	if out, err := exec.CommandContext(bctx, "go", "build", "-o", bin, "../../cmd/tinymod").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(kubeconfig, env.Kubeconfig, 0o600); err != nil {
-		t.Fatal(err)
-	}
-
-	procs := map[string]*exec.Cmd{}
-	exited := map[string]chan error{}
+	c := newCluster(t, env.Kubeconfig)
+	procs := map[string]*process{}
 	for i := range 3 {
 		id := fmt.Sprintf("proc-%d", i)
-		cmd := exec.Command(bin, "run", "--name", "e2e", "--namespace", ns, "--kubeconfig", kubeconfig,
-			"--identity", id, "--grpc-listen", "127.0.0.1:0", "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
-			"--lease-duration", "2s", "--renew-deadline", "1500ms", "--retry-period", "500ms")
-		logFile, err := os.Create(filepath.Join(dir, id+".log"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stdout, cmd.Stderr = logFile, logFile
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		procs[id] = cmd
-		done := make(chan error, 1)
-		exited[id] = done
-		go func() { done <- cmd.Wait() }()
-		t.Cleanup(func() { _ = cmd.Process.Kill(); logFile.Close() })
+		procs[id] = c.run("e2e", ns, id)
 	}
 	ctx := controlplanetest.Context(t, 2*time.Minute)
 	holder := func() string {
@@ -81,7 +50,7 @@ func TestRunProcessesFailover(t *testing.T) {
 
 	first := waitOther("")
 	killed := time.Now()
-	if err := procs[first].Process.Signal(syscall.SIGKILL); err != nil {
+	if err := procs[first].cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	second := waitOther(first)
@@ -90,7 +59,7 @@ func TestRunProcessesFailover(t *testing.T) {
 	}
 
 	stopped := time.Now()
-	if err := procs[second].Process.Signal(syscall.SIGTERM); err != nil {
+	if err := procs[second].cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	third := waitOther(second)
@@ -98,8 +67,8 @@ func TestRunProcessesFailover(t *testing.T) {
 		t.Errorf("graceful handover from %s to %s took %s; want under 1s", second, third, took)
 	}
 	select {
-	case err := <-exited[second]:
-		if err != nil {
+	case <-procs[second].exited:
+		if err := procs[second].err; err != nil {
 			t.Errorf("%s exited with %v after SIGTERM", second, err)
 		}
 	case <-time.After(20 * time.Second):
