@@ -22,5 +22,6 @@ func NewRootCommand(name, version string) *cobra.Command {
 	}
 	root.AddCommand(NewRunCommand(version, nil))
 	root.AddCommand(NewControlPlaneCommand())
+	root.AddCommand(NewSignalCommand())
 	return root
 }

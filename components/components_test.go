@@ -8,10 +8,10 @@ import (
 	"time"
 
 	"github.com/tinymod/tinymod/components/delay"
-	"github.com/tinymod/tinymod/components/internal/componenttest"
 	"github.com/tinymod/tinymod/components/router"
 	"github.com/tinymod/tinymod/components/signal"
 	"github.com/tinymod/tinymod/components/ticker"
+	"github.com/tinymod/tinymod/internal/componenttest"
 	"github.com/tinymod/tinymod/internal/scheduler"
 )
 

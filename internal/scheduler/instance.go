@@ -99,20 +99,39 @@ func (inst *instance) update(node *v1alpha1.TinyNode) []Problem {
 	inst.updateMu.Lock()
 	defer inst.updateMu.Unlock()
 
-	var problems []Problem
-	// Settings first: a component's ports may depend on them (a router's routes).
+	// Wire first, so a component that acts on its settings (sending on an
+	// output) finds its edges; then deliver the settings; if they changed the
+	// ports (a router's routes), wire again against the new ones.
+	mappings, mappingProblems := compileMappings(node)
+	edgeProblems := inst.wire(node, mappings)
 	var settingsRaw []byte
 	for _, pc := range node.Spec.Ports {
 		if pc.From == "" && pc.Port == v1alpha1.SettingsPort && pc.Configuration != nil {
 			settingsRaw = pc.Configuration.Raw
 		}
 	}
-	if p, changed := inst.settingsLocked(settingsRaw); p != nil {
-		problems = append(problems, *p)
-	} else if changed {
+	settingsProblem, changed := inst.settingsLocked(settingsRaw)
+	if changed {
 		inst.refreshPorts()
+		edgeProblems = inst.wire(node, mappings)
 	}
 
+	problems := append(edgeProblems, mappingProblems...)
+	if settingsProblem != nil {
+		problems = append(problems, *settingsProblem)
+	}
+	if res := inst.deliverSystem(v1alpha1.ReconcilePort, node.DeepCopy()); res != nil {
+		if err, ok := res.(error); ok {
+			inst.s.opts.Log.Error(err, "reconcile failed", "node", inst.name)
+		}
+	}
+	return problems
+}
+
+// wire installs the node's edges that point at existing ports, with the
+// mappings, and returns what is wrong with the others.
+func (inst *instance) wire(node *v1alpha1.TinyNode, mappings map[mappingKey]*compiledMapping) []Problem {
+	var problems []Problem
 	edges := map[string][]*edge{}
 	for i, e := range node.Spec.Edges {
 		toNode, toPort, err := SplitTarget(e.To)
@@ -130,7 +149,17 @@ func (inst *instance) update(node *v1alpha1.TinyNode) []Problem {
 		}
 		edges[e.Port] = append(edges[e.Port], &edge{id: e.ID, from: node.Name + "." + e.Port, to: e.To, toNode: toNode, toPort: toPort})
 	}
+	inst.mu.Lock()
+	inst.edges = edges
+	inst.mappings = mappings
+	inst.node = node
+	inst.mu.Unlock()
+	return problems
+}
 
+// compileMappings compiles the node's per-edge mappings.
+func compileMappings(node *v1alpha1.TinyNode) (map[mappingKey]*compiledMapping, []Problem) {
+	var problems []Problem
 	mappings := map[mappingKey]*compiledMapping{}
 	for i, pc := range node.Spec.Ports {
 		if pc.From == "" || pc.Configuration == nil {
@@ -142,19 +171,7 @@ func (inst *instance) update(node *v1alpha1.TinyNode) []Problem {
 		}
 		mappings[mappingKey{from: pc.From, port: pc.Port}] = &compiledMapping{tpl: tpl, err: err}
 	}
-
-	inst.mu.Lock()
-	inst.edges = edges
-	inst.mappings = mappings
-	inst.node = node
-	inst.mu.Unlock()
-
-	if res := inst.deliverSystem(v1alpha1.ReconcilePort, node.DeepCopy()); res != nil {
-		if err, ok := res.(error); ok {
-			inst.s.opts.Log.Error(err, "reconcile failed", "node", inst.name)
-		}
-	}
-	return problems
+	return mappings, problems
 }
 
 // settingsLocked decodes and validates the settings and delivers them if they

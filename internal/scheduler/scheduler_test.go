@@ -535,3 +535,36 @@ func TestSystemContextsFollowTerms(t *testing.T) {
 		t.Errorf("next term's context: same %v, err %v, leader %v", next == first, next.Err(), utils.IsLeader(next))
 	}
 }
+
+// sender sends on out from its settings delivery, as the seed's components
+// may: its edges must be in place by then.
+type sender struct{}
+
+func (sender) GetInfo() module.ComponentInfo { return module.ComponentInfo{Name: "sender"} }
+func (sender) Instance() module.Component    { return sender{} }
+func (sender) Ports() []module.Port {
+	return []module.Port{{Name: v1alpha1.SettingsPort, Configuration: Greeting{}}, {Name: "out", Source: true, Configuration: Greeting{}}}
+}
+func (sender) Handle(ctx context.Context, output module.Handler, port string, msg any) any {
+	if port == v1alpha1.SettingsPort && msg.(Greeting).Who != "" {
+		return output(ctx, "out", msg)
+	}
+	return nil
+}
+
+func TestEdgesInPlaceWhenSettingsArrive(t *testing.T) {
+	f := newFixture(t, true)
+	s, err := New(Options{Module: module.Info{Name: "m"}, Components: []module.Component{sender{}, &sink{}}, Leader: leader.Static(true),
+		Lookup: func(name string) (*v1alpha1.TinyNode, bool) { n, ok := f.nodes[name]; return n, ok }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	f.s = s
+	f.mustAdd("c", "sink", nil)
+	f.mustAdd("a", "sender", []v1alpha1.TinyNodeEdge{wire("e", "out", "c.in")},
+		v1alpha1.TinyNodePortConfig{Port: v1alpha1.SettingsPort, Configuration: raw(t, map[string]any{"who": "early"})})
+	if got := f.component("c").(*sink).messages(); len(got) != 1 || got[0].(Greeting).Who != "early" {
+		t.Errorf("a send from the first settings delivery reached %v", got)
+	}
+}

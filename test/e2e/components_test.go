@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
 	"sort"
 	"strings"
 	"syscall"
@@ -153,7 +154,15 @@ func TestStandardComponentsOnThreeProcesses(t *testing.T) {
 
 	// One button press, one flow, on the leader.
 	press := time.Now()
-	signal("signal-1", `{"send": true}`)
+	out, err := exec.Command(c.bin, "signal", "--kubeconfig", c.kubeconfig, "-n", ns,
+		"--node", "signal-1", "--port", "_control", "--data", `{"send": true}`).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "tinysignal/signal-1-") {
+		t.Fatalf("tinymod signal: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(c.bin, "signal", "--kubeconfig", c.kubeconfig, "-n", ns,
+		"--node", "signal-1", "--port", "_control", "--data", `{send}`).CombinedOutput(); err == nil || !strings.Contains(string(out), "--data is not JSON") {
+		t.Errorf("bad --data: %v\n%s", err, out)
+	}
 	controlplanetest.Eventually(t, 20*time.Second, func() error {
 		n := 0
 		for _, p := range procs {

@@ -1,14 +1,15 @@
-package module_test
+package seed_test
 
-// The code samples of the leader-reader specification, as users copy them, with
-// only the import paths changed. They must compile against the SDK; the
-// standard components' tests run the signal and ticker ones for real.
+// Package seed_test holds the component-side code samples of the
+// leader-reader specification, as users copy them, with only the import paths
+// changed and the minimum scaffolding (types the snippets leave out, counters
+// in the helpers they call). seed_run_test.go runs them.
 
 import (
 	"context"
 	"log/slog"
 	"sync"
-	"testing"
+	"sync/atomic"
 	"time"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
@@ -26,7 +27,10 @@ type Control struct {
 
 const OutPort = "out"
 
-var log = slog.Default()
+var (
+	logBuf syncBuffer
+	log    = slog.New(slog.NewTextHandler(&logBuf, nil))
+)
 
 type Component struct {
 	cancelFunc context.CancelFunc
@@ -35,14 +39,31 @@ type Component struct {
 	settings   Settings
 }
 
-func (c *Component) handleControl(context.Context, module.Handler, any) any   { return nil }
-func (c *Component) handleReconcile(context.Context, module.Handler, any) any { return nil }
-func (c *Component) handleInput(context.Context, module.Handler, any) any     { return nil }
-func (c *Component) processInput(context.Context, module.Handler, any) any    { return nil }
-func (c *Component) updateStatus(context.Context, module.Handler)             {}
-func (c *Component) startLeaderOnlyWork(context.Context, module.Handler)      {}
-func (c *Component) performInitialization()                                   {}
-func (c *Component) doWork()                                                  {}
+// Counters behind the helpers the samples call.
+var (
+	controls, reconciles, inputs, statusUpdates, leaderWork, inits, work atomic.Int64
+)
+
+func (c *Component) handleControl(context.Context, module.Handler, any) any {
+	controls.Add(1)
+	return nil
+}
+func (c *Component) handleReconcile(context.Context, module.Handler, any) any {
+	reconciles.Add(1)
+	return nil
+}
+func (c *Component) handleInput(context.Context, module.Handler, any) any {
+	inputs.Add(1)
+	return nil
+}
+func (c *Component) processInput(context.Context, module.Handler, any) any {
+	inputs.Add(1)
+	return nil
+}
+func (c *Component) updateStatus(context.Context, module.Handler)        { statusUpdates.Add(1) }
+func (c *Component) startLeaderOnlyWork(context.Context, module.Handler) { leaderWork.Add(1) }
+func (c *Component) performInitialization()                              { inits.Add(1) }
+func (c *Component) doWork()                                             { work.Add(1); time.Sleep(time.Millisecond) }
 
 // Checking Leadership.
 func (c *Component) HandleChecking(ctx context.Context, output module.Handler, port string, msg any) any {
@@ -271,12 +292,4 @@ func (c *Component) HandleGraceful(ctx context.Context, output module.Handler, p
 		c.updateStatus(ctx, output)
 	}
 	return nil
-}
-
-// TestSeedSamplesCompile exists so that `go test` builds the samples above.
-func TestSeedSamplesCompile(t *testing.T) {
-	var h module.Handler = func(context.Context, string, any) any { return nil }
-	if r := (&Signal{}).Handle(context.Background(), h, v1alpha1.ControlPort, Control{Send: true}); r != nil {
-		t.Errorf("signal on a reader context acted: %v", r)
-	}
 }

@@ -1,0 +1,81 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tinymod/tinymod/api/v1alpha1"
+	"github.com/tinymod/tinymod/internal/replica"
+)
+
+// NewSignalCommand returns `signal`: create a TinySignal for a node's port.
+func NewSignalCommand() *cobra.Command {
+	var node, port, data, namespace, kubeconfig string
+	cmd := &cobra.Command{
+		Use:   "signal --node NODE --port PORT [--data JSON]",
+		Short: "Send a TinySignal to a node's port",
+		Long: `Creates a TinySignal. The module's leader delivers it to the node's port and
+deletes it; a signal that cannot be delivered ends with phase Failed.`,
+		Example: `  tinymod signal --node ticker-1 --port _control --data '{"start": true}'
+  tinymod signal --node signal-1 --port _control --data '{"send": true, "context": {"who": "me"}}'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var raw *apiextensionsv1.JSON
+			if data != "" {
+				if !json.Valid([]byte(data)) {
+					return fmt.Errorf("--data is not JSON: %s", data)
+				}
+				raw = &apiextensionsv1.JSON{Raw: []byte(data)}
+			}
+			c, ns, err := kubeClient(kubeconfig, namespace)
+			if err != nil {
+				return err
+			}
+			s := &v1alpha1.TinySignal{
+				ObjectMeta: metav1.ObjectMeta{GenerateName: node + "-", Namespace: ns},
+				Spec:       v1alpha1.TinySignalSpec{Node: node, Port: port, Data: raw},
+			}
+			if err := c.Create(cmd.Context(), s); err != nil {
+				return fmt.Errorf("create signal: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "tinysignal/%s created\n", s.Name)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&node, "node", "", "target TinyNode (required)")
+	cmd.Flags().StringVar(&port, "port", "", "target port, such as _control (required)")
+	cmd.Flags().StringVar(&data, "data", "", "the message, any JSON value")
+	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "namespace (default: the kubeconfig's, else default)")
+	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG, else ~/.kube/config)")
+	_ = cmd.MarkFlagRequired("node")
+	_ = cmd.MarkFlagRequired("port")
+	return cmd
+}
+
+// kubeClient returns a client for tinymod's kinds and the namespace to use.
+func kubeClient(kubeconfig, namespace string) (client.Client, string, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	loader := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{})
+	cfg, err := loader.ClientConfig()
+	if err != nil {
+		return nil, "", fmt.Errorf("kubeconfig: %w", err)
+	}
+	if namespace == "" {
+		if namespace, _, err = loader.Namespace(); err != nil || namespace == "" {
+			namespace = os.Getenv("POD_NAMESPACE")
+		}
+		if namespace == "" {
+			namespace = "default"
+		}
+	}
+	c, err := client.New(cfg, client.Options{Scheme: replica.Scheme()})
+	return c, namespace, err
+}
