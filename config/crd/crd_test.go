@@ -352,6 +352,11 @@ spec:
   data: {start: true}
 `, "apply", "-f", "-")
 
+	// The samples apply as written.
+	samples := env.Namespace(t)
+	kubectl("", "apply", "-n", samples, "-f", "../samples/demo-flow.yaml")
+	kubectl("", "create", "-n", samples, "-f", "../samples/signals.yaml")
+
 	n := &v1alpha1.TinyNode{}
 	ctx := controlplanetest.Context(t, 30*time.Second)
 	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "ticker-1"}, n); err != nil {

@@ -190,6 +190,39 @@ func TestStandardComponentsOnThreeProcesses(t *testing.T) {
 		t.Errorf("button press: %d flows %+v, want one with hello=world on %s", len(flows), flows, third)
 	}
 
+	// Reset cancels a running flow: the press waits in the delay, reset ends it.
+	resetPress := time.Now()
+	signal("signal-1", `{"send": true}`)
+	controlplanetest.Eventually(t, 10*time.Second, func() error {
+		n := &v1alpha1.TinyNode{}
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "signal-1"}, n); err != nil {
+			return err
+		}
+		if n.Status.Metadata["running"] != "true" {
+			return fmt.Errorf("signal-1 not running yet: %v", n.Status.Metadata)
+		}
+		return nil
+	})
+	signal("signal-1", `{"reset": true}`)
+	controlplanetest.Eventually(t, 10*time.Second, func() error {
+		n := &v1alpha1.TinyNode{}
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "signal-1"}, n); err != nil {
+			return err
+		}
+		if n.Status.Metadata["running"] != "false" {
+			return fmt.Errorf("signal-1 still running after reset: %v", n.Status.Metadata)
+		}
+		return nil
+	})
+	time.Sleep(1500 * time.Millisecond) // past the delay: a flow reset in time logs nothing
+	for _, p := range procs {
+		for _, l := range p.lines("debug") {
+			if l.Node == "debug-signal" && l.Time.After(resetPress) {
+				t.Errorf("a reset flow still reached debug-signal on %s at %s", p.id, l.Time)
+			}
+		}
+	}
+
 	// Across the whole run, debug lines of different replicas never interleave.
 	var all []logLine
 	for _, p := range procs {
