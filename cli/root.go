@@ -23,5 +23,8 @@ func NewRootCommand(name, version string) *cobra.Command {
 	root.AddCommand(NewRunCommand(version, nil))
 	root.AddCommand(NewControlPlaneCommand())
 	root.AddCommand(NewSignalCommand())
+	root.AddCommand(NewStatusCommand())
+	root.AddCommand(NewGraphCommand())
+	root.AddCommand(NewDevCommand())
 	return root
 }

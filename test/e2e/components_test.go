@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,12 +13,11 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
 	"github.com/tinymod/tinymod/internal/controlplane/controlplanetest"
+	"github.com/tinymod/tinymod/internal/manifest"
 )
 
 // applySample creates every object of a sample file in ns.
@@ -29,19 +27,8 @@ func applySample(t *testing.T, c client.Client, ns, path string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := controlplanetest.Context(t, 30*time.Second)
-	for _, doc := range bytes.Split(data, []byte("\n---")) {
-		obj := &unstructured.Unstructured{}
-		if err := yaml.Unmarshal(doc, &obj.Object); err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		if len(obj.Object) == 0 {
-			continue
-		}
-		obj.SetNamespace(ns)
-		if err := c.Create(ctx, obj); err != nil {
-			t.Fatalf("%s: create %s %s: %v", path, obj.GetKind(), obj.GetName(), err)
-		}
+	if _, err := manifest.Apply(controlplanetest.Context(t, 30*time.Second), c, ns, data); err != nil {
+		t.Fatalf("%s: %v", path, err)
 	}
 }
 

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bufio"
+	"io"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tinymod/tinymod/internal/controlplane"
+	"github.com/tinymod/tinymod/internal/controlplane/controlplanetest"
+)
+
+// lineLog collects the lines of a process's output.
+type lineLog struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *lineLog) read(r io.Reader) {
+	s := bufio.NewScanner(r)
+	for s.Scan() {
+		l.mu.Lock()
+		l.lines = append(l.lines, s.Text())
+		l.mu.Unlock()
+	}
+}
+
+// find returns the first line after from matching re, and its index.
+func (l *lineLog) find(re *regexp.Regexp, from int) (string, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := from; i < len(l.lines); i++ {
+		if re.MatchString(l.lines[i]) {
+			return l.lines[i], i
+		}
+	}
+	return "", -1
+}
+
+func (l *lineLog) wait(t *testing.T, re *regexp.Regexp, from int, limit time.Duration) (string, int) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if line, i := l.find(re, from); i >= 0 {
+			return line, i
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	l.mu.Lock()
+	tail := l.lines[max(0, len(l.lines)-30):]
+	l.mu.Unlock()
+	t.Fatalf("no line matching %s within %s; last lines:\n%s", re, limit, strings.Join(tail, "\n"))
+	return "", -1
+}
+
+// TestDevShowsFlowAndFailover runs `tinymod dev` without a terminal: it shows
+// a leader and a ticking flow, survives a forced leader kill, and stops on
+// Ctrl-C leaving no process behind.
+func TestDevShowsFlowAndFailover(t *testing.T) {
+	if err := controlplane.CheckBinaries(controlplane.BinDir()); err != nil {
+		t.Fatal(err)
+	}
+	bin := buildTinymod(t)
+	controlplanetest.Lock(t)
+	cmd := exec.Command(bin, "dev", "--plain", "--replicas", "3", "--kill-leader-every", "6s", "--refresh", "1s", "--dir", t.TempDir())
+	out := &lineLog{}
+	stdout, _ := cmd.StdoutPipe()
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go out.read(stdout)
+	go out.read(stderr)
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+
+	out.wait(t, regexp.MustCompile(`^export KUBECONFIG=`), 0, 90*time.Second)
+	_, i := out.wait(t, regexp.MustCompile(`^module tinymod: leader dev-\d`), 0, 60*time.Second)
+	out.wait(t, regexp.MustCompile(`node debug-quiet\s+debug\s+ready\s+[0-9.]+ msg/s`), i, 30*time.Second)
+	out.wait(t, regexp.MustCompile(`\[dev-\d\] debug-quiet \{"quiet":true,"said":"tick"\}`), 0, 30*time.Second)
+
+	killed, k := out.wait(t, regexp.MustCompile(`killed leader (dev-\d) \(kill -9\)`), 0, 30*time.Second)
+	victim := regexp.MustCompile(`dev-\d`).FindString(killed)
+	took, _ := out.wait(t, regexp.MustCompile(`(dev-\d) took over; restarting `+victim), k, 30*time.Second)
+	if strings.HasPrefix(took, victim) {
+		t.Errorf("the killed leader took over from itself: %s", took)
+	}
+	// Ticks go on after the failover.
+	out.wait(t, regexp.MustCompile(`node debug-quiet\s+debug\s+ready\s+[0-9.]+ msg/s`), k+1, 30*time.Second)
+
+	children := childrenOf(t, cmd.Process.Pid)
+	if len(children) < 5 {
+		t.Errorf("want 3 replicas, etcd and kube-apiserver as children, got %d", len(children))
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("exit after Ctrl-C: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("still running 60s after Ctrl-C")
+	}
+	for _, pid := range children {
+		if alive(pid) {
+			t.Errorf("process %d (%s) outlived tinymod dev", pid, cmdline(pid))
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
