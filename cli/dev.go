@@ -19,8 +19,8 @@ import (
 	"time"
 
 	tea "github.com/charmbracelet/bubbletea"
-	"github.com/spf13/cobra"
 	"github.com/mattn/go-isatty"
+	"github.com/spf13/cobra"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -509,4 +509,3 @@ func (m *devModel) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 func (m *devModel) View() string {
 	return m.text + "\n(q or Ctrl-C to stop)\n"
 }
-

@@ -28,13 +28,13 @@ type Status struct {
 
 // ModuleStatus is one module with its replicas and nodes.
 type ModuleStatus struct {
-	Name       string          `json:"name"`
-	Addr       string          `json:"addr,omitempty"`
-	Version    string          `json:"version,omitempty"`
-	Leader     string          `json:"leader,omitempty"`
-	LeaseAge   string          `json:"leaseAge,omitempty"`
-	Replicas   []ReplicaStatus `json:"replicas"`
-	Nodes      []NodeStatus    `json:"nodes"`
+	Name     string          `json:"name"`
+	Addr     string          `json:"addr,omitempty"`
+	Version  string          `json:"version,omitempty"`
+	Leader   string          `json:"leader,omitempty"`
+	LeaseAge string          `json:"leaseAge,omitempty"`
+	Replicas []ReplicaStatus `json:"replicas"`
+	Nodes    []NodeStatus    `json:"nodes"`
 }
 
 // ReplicaStatus is one replica, from its membership Lease.
