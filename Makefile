@@ -38,10 +38,9 @@ bench: controlplane
 	$(GO) test -run XXX -bench . -benchtime 2s ./internal/scheduler/
 	$(GO) run ./test/bench/failover -trials 20 -default-trials 5
 
-## demo: the main job on a local control plane
+## demo: three replicas and a sample flow on a local control plane, with a live view (Ctrl-C stops)
 demo: controlplane build
-	@echo "make demo: the multi-replica demo is not available yet."
-	@echo "Meanwhile, bin/tinymod controlplane --dir .tinymod runs the local control plane."
+	bin/tinymod dev --dir .tinymod/dev --kill-leader-every 30s
 
 clean:
 	rm -rf bin/

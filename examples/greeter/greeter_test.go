@@ -1,0 +1,43 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/tinymod/tinymod/internal/componenttest"
+	"github.com/tinymod/tinymod/internal/manifest"
+)
+
+// TestGreeter runs the component through the real scheduler.
+func TestGreeter(t *testing.T) {
+	f := componenttest.New(t, &Greeter{})
+	f.Add("g", "greeter", map[string]any{"greeting": "Hi"}, map[string]string{"out": "sink.in"})
+	if res := f.Send("g.in", map[string]any{"name": "ann"}); res != "ok" {
+		t.Fatalf("greeting: %v", res)
+	}
+	if got := f.Sink.Got(); len(got) != 1 || got[0] != "Hi, ann!" {
+		t.Errorf("sink got %v", got)
+	}
+}
+
+// TestDocShowsThisCode keeps docs/writing-a-component.md and this example identical.
+func TestDocShowsThisCode(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/writing-a-component.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"greeter.go", "main.go", "flow.yaml"} {
+		code, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(doc), string(code)) {
+			t.Errorf("docs/writing-a-component.md does not show %s as it is", name)
+		}
+	}
+	flow, _ := os.ReadFile("flow.yaml")
+	if objs, err := manifest.Objects(flow); err != nil || len(objs) != 4 {
+		t.Errorf("flow.yaml: %d objects, %v", len(objs), err)
+	}
+}
