@@ -206,19 +206,14 @@ func (inst *instance) settingsLocked(raw []byte) (*Problem, bool) {
 	return nil, true
 }
 
-// refreshPorts re-reads the component's ports, which may follow its settings,
-// keeping what is known of ports that stay.
+// refreshPorts re-reads the component's ports, which may follow its settings.
+// Port values are never changed once published (readers hold them without
+// the lock): the table is replaced whole.
 func (inst *instance) refreshPorts() {
 	fresh := inst.s.portsOf(inst.name, inst.component)
 	inst.mu.Lock()
-	defer inst.mu.Unlock()
-	for name, p := range fresh {
-		if old, ok := inst.ports[name]; ok && reflect.TypeOf(old.def.Configuration) == reflect.TypeOf(p.def.Configuration) {
-			old.def = p.def
-			fresh[name] = old
-		}
-	}
 	inst.ports = fresh
+	inst.mu.Unlock()
 }
 
 // deliverSystem hands a system-port message to the component with a context
