@@ -57,7 +57,9 @@ func newDevCommand() *cobra.Command {
 this module as child processes, applies a flow (the built-in sample unless
 --apply names a file) and shows, live, which replica leads, the nodes, message
 rates and the last debug messages. Ctrl-C stops everything in order; a second
-Ctrl-C forces it. When stdout is not a terminal it prints plain lines instead.`,
+Ctrl-C forces it. When stdout is not a terminal it prints plain lines instead,
+with the replicas' logs prefixed by their identity; on a terminal those go to
+DIR/logs/<identity>.log.`,
 		Example: `  tinymod dev
   tinymod dev --replicas 5 --kill-leader-every 20s
   tinymod dev --apply my-flow.yaml`,
@@ -272,8 +274,13 @@ func (d *devRun) logLine(id, line string) {
 		Node string          `json:"node"`
 		Data json.RawMessage `json:"data"`
 	}
-	if json.Unmarshal([]byte(line), &l) != nil {
-		return
+	if json.Unmarshal([]byte(line), &l) != nil || l.Msg != "debug" {
+		// Plain mode shows the replicas' own logs, prefixed by identity; the
+		// terminal view leaves them in the log files.
+		d.mu.Lock()
+		w := d.events
+		d.mu.Unlock()
+		fmt.Fprintf(w, "[%s] %s\n", id, line)
 	}
 	switch l.Msg {
 	case "debug":
@@ -284,20 +291,25 @@ func (d *devRun) logLine(id, line string) {
 		}
 		d.mu.Unlock()
 	case "became leader", "lost leadership", "stepping down", "released lease":
-		d.note(fmt.Sprintf("[%s] %s", id, l.Msg))
+		d.noteQuiet(fmt.Sprintf("[%s] %s", id, l.Msg))
 	}
 }
 
+// note records an event for the view and prints it in plain mode.
 func (d *devRun) note(s string) {
+	fmt.Fprintln(d.noteQuiet(s), "dev: "+time.Now().Format("15:04:05")+" "+s)
+}
+
+// noteQuiet records an event for the view and returns where plain lines go.
+func (d *devRun) noteQuiet(s string) io.Writer {
 	line := time.Now().Format("15:04:05") + " " + s
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	d.log = append(d.log, line)
 	if len(d.log) > 8 {
 		d.log = d.log[len(d.log)-8:]
 	}
-	w := d.events
-	d.mu.Unlock()
-	fmt.Fprintln(w, "dev: "+line)
+	return d.events
 }
 
 // killLeaders kills the leader with SIGKILL every KillEvery and restarts it.

@@ -84,6 +84,8 @@ func TestDevShowsFlowAndFailover(t *testing.T) {
 	_, i := out.wait(t, regexp.MustCompile(`^module tinymod: leader dev-\d`), 0, 60*time.Second)
 	out.wait(t, regexp.MustCompile(`node debug-quiet\s+debug\s+ready\s+[0-9.]+ msg/s`), i, 30*time.Second)
 	out.wait(t, regexp.MustCompile(`\[dev-\d\] debug-quiet \{"quiet":true,"said":"tick"\}`), 0, 30*time.Second)
+	// The replicas' own logs, prefixed by identity.
+	out.wait(t, regexp.MustCompile(`^\[dev-\d\] \{.*"msg":"became leader"`), 0, 30*time.Second)
 
 	killed, k := out.wait(t, regexp.MustCompile(`killed leader (dev-\d) \(kill -9\)`), 0, 30*time.Second)
 	victim := regexp.MustCompile(`dev-\d`).FindString(killed)
