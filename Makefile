@@ -4,7 +4,7 @@ SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
 GO ?= go
 
-.PHONY: all build generate controlplane test vet fmt-check bench demo clean
+.PHONY: all build generate tools controlplane test vet fmt-check bench demo clean
 
 all: build
 
@@ -12,9 +12,16 @@ all: build
 build:
 	$(GO) build -o bin/tinymod ./cmd/tinymod
 
-## generate: deepcopy code and CRD manifests from api/v1alpha1
-generate:
+## generate: deepcopy code and CRD manifests from api/v1alpha1, gRPC code from api/proto
+generate: tools
 	$(GO) tool controller-gen object paths=./api/... crd paths=./api/... output:crd:artifacts:config=config/crd/bases
+	$(GO) generate ./internal/transport/
+
+## tools: protoc, from Debian's protobuf-compiler, when missing (the Go plugins are pinned Go tools)
+tools:
+	@command -v protoc >/dev/null || { echo "installing protobuf-compiler..."; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq protobuf-compiler >/dev/null; }
 
 ## controlplane: kube-apiserver, kubectl and etcd built from source (cached; skipped when present)
 controlplane:
@@ -31,7 +38,7 @@ fmt-check:
 
 ## test: the whole suite, on a real API server, with the race detector; never from the test cache,
 ## since some tests build and run the binary, which the cache cannot see
-test: controlplane vet fmt-check
+test: tools controlplane vet fmt-check
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 ## bench: micro-benchmarks and the failover/signal-latency table (minutes; not part of test)

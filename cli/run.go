@@ -8,15 +8,13 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap/zapcore"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -33,6 +31,8 @@ type RunOptions struct {
 	MetricsAddr, HealthAddr               string
 	LeaseDuration, RenewDeadline, Retry   time.Duration
 	LogFormat                             string
+	TokenFile                             string
+	InsecureGRPC                          bool
 	// ShutdownTimeout bounds a graceful stop.
 	ShutdownTimeout time.Duration
 }
@@ -70,6 +70,8 @@ loss of any one of them.`,
 	f.DurationVar(&o.Retry, "retry-period", leader.DefaultRetryPeriod, "time between renewals and acquire attempts")
 	f.StringVar(&o.LogFormat, "log-format", "json", "json or text")
 	f.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "bound on a graceful stop")
+	f.StringVar(&o.TokenFile, "grpc-token-file", "", "file holding the shared token that calls between modules carry (default $"+TokenEnv+")")
+	f.BoolVar(&o.InsecureGRPC, "insecure-grpc", false, "serve gRPC on a non-loopback address without a token")
 	_ = cmd.MarkFlagRequired("name")
 	return cmd
 }
@@ -133,6 +135,17 @@ func run(ctx context.Context, o RunOptions, version string, components []module.
 		return fmt.Errorf("kubeconfig: %w", err)
 	}
 
+	token := os.Getenv(TokenEnv)
+	if o.TokenFile != "" {
+		data, err := os.ReadFile(o.TokenFile)
+		if err != nil {
+			return fmt.Errorf("--grpc-token-file: %w", err)
+		}
+		token = strings.TrimSpace(string(data))
+	}
+	if token == "" && !o.InsecureGRPC && !loopback(o.GRPCListen) {
+		return fmt.Errorf("--grpc-listen %s is reachable from other hosts and no token is set: give --grpc-token-file (or $%s), listen on 127.0.0.1, or pass --insecure-grpc", o.GRPCListen, TokenEnv)
+	}
 	ln, err := net.Listen("tcp", o.GRPCListen)
 	if err != nil {
 		return fmt.Errorf("--grpc-listen: %w", err)
@@ -141,26 +154,24 @@ func run(ctx context.Context, o RunOptions, version string, components []module.
 	if advertise == "" {
 		advertise = ln.Addr().String()
 	}
-	server := grpc.NewServer()
-	healthSrv := health.NewServer()
-	healthpb.RegisterHealthServer(server, healthSrv)
-	go func() { _ = server.Serve(ln) }()
-	log.Info("gRPC listening", "addr", ln.Addr().String(), "advertise", advertise)
+	log.Info("gRPC listening", "addr", ln.Addr().String(), "advertise", advertise, "authenticated", token != "")
 
 	replicaDone := make(chan error, 1)
 	go func() {
 		replicaDone <- replica.Run(ctx, replica.Options{
-			Module:      module.Info{Name: o.Name, Version: version},
-			Components:  components,
-			Config:      cfg,
-			Namespace:   o.Namespace,
-			Identity:    o.Identity,
-			Election:    election,
-			GRPCAddr:    advertise,
-			ModuleAddr:  advertise,
-			MetricsAddr: o.MetricsAddr,
-			HealthAddr:  o.HealthAddr,
-			Log:         log,
+			Module:       module.Info{Name: o.Name, Version: version},
+			Components:   components,
+			Config:       cfg,
+			Namespace:    o.Namespace,
+			Identity:     o.Identity,
+			Election:     election,
+			GRPCAddr:     advertise,
+			ModuleAddr:   advertise,
+			GRPCListener: ln,
+			GRPCToken:    token,
+			MetricsAddr:  o.MetricsAddr,
+			HealthAddr:   o.HealthAddr,
+			Log:          log,
 		})
 	}()
 	var runErr error
@@ -174,15 +185,22 @@ func run(ctx context.Context, o RunOptions, version string, components []module.
 			runErr = fmt.Errorf("graceful stop took longer than %s", o.ShutdownTimeout)
 		}
 	}
-	// Drain in-flight gRPC calls, bounded.
-	healthSrv.Shutdown()
-	stopped := make(chan struct{})
-	go func() { server.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(5 * time.Second):
-		server.Stop()
-	}
 	log.Info("exiting")
 	return runErr
+}
+
+// TokenEnv names the environment variable holding the shared gRPC token.
+const TokenEnv = "TINYMOD_GRPC_TOKEN"
+
+// loopback reports whether addr listens only on a loopback address.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

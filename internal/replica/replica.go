@@ -10,9 +10,13 @@ import (
 	"fmt"
 	"time"
 
+	"net"
 	"net/http"
 
 	"github.com/go-logr/logr"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -28,6 +32,7 @@ import (
 	"github.com/tinymod/tinymod/internal/controller"
 	"github.com/tinymod/tinymod/internal/leader"
 	"github.com/tinymod/tinymod/internal/scheduler"
+	"github.com/tinymod/tinymod/internal/transport"
 	"github.com/tinymod/tinymod/module"
 )
 
@@ -51,6 +56,11 @@ type Options struct {
 	// GRPCAddr is this replica's advertised gRPC address, and ModuleAddr the
 	// one that spreads over all replicas; both are published.
 	GRPCAddr, ModuleAddr string
+	// GRPCListener, if set, serves the Module service (messages from other
+	// modules) and the gRPC health service; the replica stops it last.
+	GRPCListener net.Listener
+	// GRPCToken, if set, is required of callers and sent to other modules.
+	GRPCToken string
 	// MetricsAddr serves Prometheus metrics; "0" or empty turns them off.
 	MetricsAddr string
 	// HealthAddr serves /healthz and /readyz; "0" or empty turns them off.
@@ -214,12 +224,15 @@ func Run(ctx context.Context, opts Options) error {
 		Render:    nodes.RenderStatus,
 		Window:    opts.StatusWindow,
 	}
+	transportClient := transport.NewClient(resolver{c: mgr.GetClient(), ns: opts.Namespace}, opts.GRPCToken)
+	defer transportClient.Close()
 	sched, err = scheduler.New(scheduler.Options{
 		Module:     opts.Module,
 		Components: opts.Components,
 		Leader:     status,
 		Status:     statusW,
 		Lookup:     nodes.Lookup,
+		Transport:  transportClient,
 		Metrics:    ctrlmetrics.Registry,
 		Log:        log.WithName("scheduler"),
 	})
@@ -278,6 +291,18 @@ func Run(ctx context.Context, opts Options) error {
 		return nil
 	}
 
+	var (
+		grpcServer *grpc.Server
+		healthSrv  *health.Server
+	)
+	if opts.GRPCListener != nil {
+		grpcServer = grpc.NewServer(transport.ServerOptions(opts.GRPCToken)...)
+		healthSrv = health.NewServer()
+		healthpb.RegisterHealthServer(grpcServer, healthSrv)
+		transport.NewServer(sched, opts.GRPCToken).Register(grpcServer)
+		go func() { _ = grpcServer.Serve(opts.GRPCListener) }()
+	}
+
 	memberCtx, stopMember := context.WithCancel(context.Background())
 	memberDone := make(chan struct{})
 	go func() {
@@ -299,6 +324,17 @@ func Run(ctx context.Context, opts Options) error {
 	statusW.Flush()
 	stopMember()
 	<-memberDone
+	if grpcServer != nil {
+		// Drain messages in flight, bounded.
+		healthSrv.Shutdown()
+		stopped := make(chan struct{})
+		go func() { grpcServer.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(5 * time.Second):
+			grpcServer.Stop()
+		}
+	}
 	stopMgr()
 	err = <-mgrDone
 	sched.Stop()

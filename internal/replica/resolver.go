@@ -1,0 +1,61 @@
+package replica
+
+import (
+	"context"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tinymod/tinymod/internal/leader"
+)
+
+// resolver finds other modules' replicas from their membership Leases and
+// their leader from the leader Lease, both read from the cache.
+type resolver struct {
+	c  client.Reader
+	ns string
+}
+
+// live returns the module's live members: identity -> address.
+func (r resolver) live(module string) map[string]string {
+	var leases coordinationv1.LeaseList
+	if err := r.c.List(context.Background(), &leases, client.InNamespace(r.ns),
+		client.MatchingLabels{leader.ModuleLabel: module, leader.RoleLabel: "member"}); err != nil {
+		return nil
+	}
+	now := time.Now()
+	out := map[string]string{}
+	for _, l := range leases.Items {
+		addr := l.Annotations[leader.AddressAnnotation]
+		if addr == "" || l.Spec.HolderIdentity == nil || l.Spec.RenewTime == nil || l.Spec.LeaseDurationSeconds == nil {
+			continue
+		}
+		// A replica that stopped renewing has gone: drop it from the rotation.
+		if l.Spec.RenewTime.Add(time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second).Before(now) {
+			continue
+		}
+		out[*l.Spec.HolderIdentity] = addr
+	}
+	return out
+}
+
+// Replicas returns the addresses of the module's live replicas.
+func (r resolver) Replicas(module string) []string {
+	members := r.live(module)
+	out := make([]string, 0, len(members))
+	for _, addr := range members {
+		out = append(out, addr)
+	}
+	return out
+}
+
+// Leader returns the address of the replica holding the module's lease.
+func (r resolver) Leader(module string) (string, bool) {
+	l := &coordinationv1.Lease{}
+	if err := r.c.Get(context.Background(), client.ObjectKey{Namespace: r.ns, Name: LeaseName(module)}, l); err != nil || l.Spec.HolderIdentity == nil {
+		return "", false
+	}
+	addr, ok := r.live(module)[*l.Spec.HolderIdentity]
+	return addr, ok
+}
