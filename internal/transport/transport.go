@@ -177,7 +177,7 @@ func (c *Client) Send(ctx context.Context, targetModule string, msg scheduler.Ms
 		return fmt.Errorf("module %s has no reachable replica for %s", targetModule, msg.To)
 	}
 	if c.token != "" {
-		ctx = metadata.AppendToOutgoingContext(ctx, tokenKey, "Bearer "+c.token)
+		ctx = tokenContext(ctx, c.token)
 	}
 	req := &transportpb.Message{Module: targetModule, To: msg.To, From: msg.From, Data: data, Depth: int32(scheduler.Depth(ctx)), Id: msg.ID}
 	start := int(c.next.Add(1))
@@ -226,4 +226,8 @@ func decodeResult(res *transportpb.Result, err error, to string) any {
 		return module.Permanent(fmt.Errorf("result from %s is not JSON: %w", to, err))
 	}
 	return v
+}
+
+func tokenContext(ctx context.Context, token string) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, tokenKey, "Bearer "+token)
 }
