@@ -62,10 +62,30 @@ type TinyNodeEdge struct {
 	// +kubebuilder:validation:XValidation:rule="!self.contains('.')",message="port names never contain dots"
 	Port string `json:"port"`
 
+	// Retry re-sends a message along this edge after a transient error.
+	// Off by default: a message is sent once.
+	// +optional
+	Retry *RetryPolicy `json:"retry,omitempty"`
+
 	// To is the target "<node>.<port>", split at its last dot.
 	// +kubebuilder:validation:MaxLength=317
 	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*[.][^.]+$')",message="must be <node>.<port>: a node name, a dot, then a port name without dots"
 	To string `json:"to"`
+}
+
+// RetryPolicy bounds the re-sending of a message after transient errors.
+// Permanent errors and cancelled messages are never retried.
+type RetryPolicy struct {
+	// Attempts is how many times a message is sent at most, the first included.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=20
+	Attempts int32 `json:"attempts"`
+
+	// Backoff is the wait before the first retry, doubling after each (a Go
+	// duration: 100ms, 1s). Defaults to 100ms.
+	// +optional
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	Backoff string `json:"backoff,omitempty"`
 }
 
 // TinyNodeStatus is what the module's leader publishes about a node.

@@ -207,6 +207,12 @@ func TestValidationRejects(t *testing.T) {
 		{"duplicate edge id", node(func(n *v1alpha1.TinyNode) {
 			n.Spec.Edges = []v1alpha1.TinyNodeEdge{{ID: "e", Port: "out", To: "a.in"}, {ID: "e", Port: "out", To: "b.in"}}
 		}), "spec.edges[1]"},
+		{"retry with no attempts", node(func(n *v1alpha1.TinyNode) {
+			n.Spec.Edges = []v1alpha1.TinyNodeEdge{{ID: "e", Port: "out", To: "a.in", Retry: &v1alpha1.RetryPolicy{Attempts: 0}}}
+		}), "spec.edges[0].retry.attempts"},
+		{"retry backoff that is no duration", node(func(n *v1alpha1.TinyNode) {
+			n.Spec.Edges = []v1alpha1.TinyNodeEdge{{ID: "e", Port: "out", To: "a.in", Retry: &v1alpha1.RetryPolicy{Attempts: 2, Backoff: "soon"}}}
+		}), "spec.edges[0].retry.backoff"},
 		{"port name with a dot", node(func(n *v1alpha1.TinyNode) {
 			n.Spec.Ports = []v1alpha1.TinyNodePortConfig{{Port: "in.x"}}
 		}), "spec.ports[0].port"},

@@ -58,11 +58,14 @@ type compiledMapping struct {
 }
 
 type edge struct {
-	id     string
-	from   string // "<this node>.<port>"
-	to     string
-	toNode string
-	toPort string
+	// attempts and backoff are the edge's retry policy; attempts <= 1 sends once.
+	attempts int
+	backoff  time.Duration
+	id       string
+	from     string // "<this node>.<port>"
+	to       string
+	toNode   string
+	toPort   string
 }
 
 func (s *Scheduler) newInstance(name, componentName string, c module.Component) *instance {
@@ -143,11 +146,20 @@ func (inst *instance) wire(node *v1alpha1.TinyNode, mappings map[mappingKey]*com
 				err = fmt.Errorf("%s has no output port %q", node.Spec.Component, e.Port)
 			}
 		}
+		wired := &edge{id: e.ID, from: node.Name + "." + e.Port, to: e.To, toNode: toNode, toPort: toPort}
+		if err == nil && e.Retry != nil {
+			wired.attempts, wired.backoff = int(e.Retry.Attempts), 100*time.Millisecond
+			if e.Retry.Backoff != "" {
+				if wired.backoff, err = time.ParseDuration(e.Retry.Backoff); err != nil {
+					err = fmt.Errorf("retry.backoff: %w", err)
+				}
+			}
+		}
 		if err != nil {
 			problems = append(problems, Problem{Reason: ReasonInvalidEdge, Message: fmt.Sprintf("spec.edges[%d] (%s): %v", i, e.ID, err)})
 			continue
 		}
-		edges[e.Port] = append(edges[e.Port], &edge{id: e.ID, from: node.Name + "." + e.Port, to: e.To, toNode: toNode, toPort: toPort})
+		edges[e.Port] = append(edges[e.Port], wired)
 	}
 	inst.mu.Lock()
 	inst.edges = edges
@@ -358,7 +370,7 @@ func (inst *instance) send(ctx context.Context, portName string, data any) any {
 	case 0:
 		return nil
 	case 1:
-		return inst.s.deliver(ctx, edges[0], data)
+		return inst.s.deliverRetrying(ctx, edges[0], data)
 	}
 	results := make([]any, len(edges))
 	var wg sync.WaitGroup
@@ -366,10 +378,10 @@ func (inst *instance) send(ctx context.Context, portName string, data any) any {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i+1] = inst.s.deliver(ctx, e, data)
+			results[i+1] = inst.s.deliverRetrying(ctx, e, data)
 		}()
 	}
-	results[0] = inst.s.deliver(ctx, edges[0], data)
+	results[0] = inst.s.deliverRetrying(ctx, edges[0], data)
 	wg.Wait()
 	for _, r := range results {
 		if err, ok := r.(error); ok && err != nil {
@@ -402,6 +414,29 @@ func (inst *instance) reconcileOutput(ctx context.Context, data any) any {
 		return err
 	}
 	return nil
+}
+
+// deliverRetrying sends data along one edge, again after transient errors as
+// the edge's retry policy allows, waiting backoff, then twice as long, ...
+func (s *Scheduler) deliverRetrying(ctx context.Context, e *edge, data any) any {
+	res := s.deliver(ctx, e, data)
+	backoff := e.backoff
+	for attempt := 2; attempt <= e.attempts; attempt++ {
+		err, failed := res.(error)
+		if !failed || err == nil || module.IsPermanent(err) || ctx.Err() != nil {
+			return res
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return res
+		case <-t.C:
+		}
+		backoff *= 2
+		res = s.deliver(ctx, e, data)
+	}
+	return res
 }
 
 // deliver sends data along one edge.

@@ -568,3 +568,74 @@ func TestEdgesInPlaceWhenSettingsArrive(t *testing.T) {
 		t.Errorf("a send from the first settings delivery reached %v", got)
 	}
 }
+
+// flaky fails transiently until it has been called failUntil times.
+type flaky struct {
+	calls     atomic.Int32
+	failUntil int32
+	permanent bool
+}
+
+func (f *flaky) GetInfo() module.ComponentInfo { return module.ComponentInfo{Name: "flaky"} }
+func (f *flaky) Instance() module.Component    { return f }
+func (f *flaky) Ports() []module.Port          { return []module.Port{{Name: "in"}} }
+func (f *flaky) Handle(_ context.Context, _ module.Handler, port string, _ any) any {
+	if port != "in" {
+		return nil
+	}
+	if n := f.calls.Add(1); n < f.failUntil {
+		if f.permanent {
+			return module.Permanent(errors.New("bad"))
+		}
+		return errors.New("busy")
+	}
+	return "done"
+}
+
+func TestEdgeRetryPolicy(t *testing.T) {
+	cases := []struct {
+		name      string
+		retry     *v1alpha1.RetryPolicy
+		failUntil int32
+		permanent bool
+		want      any
+		calls     int32
+	}{
+		{"off by default", nil, 3, false, "busy", 1},
+		{"retries transient errors", &v1alpha1.RetryPolicy{Attempts: 3, Backoff: "1ms"}, 3, false, "done", 3},
+		{"gives up after attempts", &v1alpha1.RetryPolicy{Attempts: 2, Backoff: "1ms"}, 5, false, "busy", 2},
+		{"never retries permanent errors", &v1alpha1.RetryPolicy{Attempts: 5, Backoff: "1ms"}, 3, true, "bad", 1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			target := &flaky{failUntil: c.failUntil, permanent: c.permanent}
+			s, err := New(Options{Module: module.Info{Name: "m"}, Components: []module.Component{target, &relay{destroyed: &atomic.Int32{}}}, Leader: leader.Static(true)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Stop()
+			s.Update(context.Background(), &v1alpha1.TinyNode{ObjectMeta: metav1.ObjectMeta{Name: "f"}, Spec: v1alpha1.TinyNodeSpec{Module: "m", Component: "flaky"}})
+			if p := s.Update(context.Background(), &v1alpha1.TinyNode{ObjectMeta: metav1.ObjectMeta{Name: "a"}, Spec: v1alpha1.TinyNodeSpec{Module: "m", Component: "relay",
+				Edges: []v1alpha1.TinyNodeEdge{{ID: "e", Port: "out", To: "f.in", Retry: c.retry}}}}); len(p) > 0 {
+				t.Fatal(p)
+			}
+			res := s.Handle(context.Background(), Msg{To: "a.in", Data: Greeting{Who: "x"}})
+			got := res
+			if err, ok := res.(error); ok {
+				got = err.Error()
+			}
+			if got != c.want || target.calls.Load() != c.calls {
+				t.Errorf("got %v after %d calls, want %v after %d", got, target.calls.Load(), c.want, c.calls)
+			}
+		})
+	}
+	// A backoff that is not a duration is a problem of the node.
+	s, _ := New(Options{Module: module.Info{Name: "m"}, Components: []module.Component{&flaky{}, &relay{destroyed: &atomic.Int32{}}}})
+	defer s.Stop()
+	s.Update(context.Background(), &v1alpha1.TinyNode{ObjectMeta: metav1.ObjectMeta{Name: "f"}, Spec: v1alpha1.TinyNodeSpec{Module: "m", Component: "flaky"}})
+	p := s.Update(context.Background(), &v1alpha1.TinyNode{ObjectMeta: metav1.ObjectMeta{Name: "a"}, Spec: v1alpha1.TinyNodeSpec{Module: "m", Component: "relay",
+		Edges: []v1alpha1.TinyNodeEdge{{ID: "e", Port: "out", To: "f.in", Retry: &v1alpha1.RetryPolicy{Attempts: 2, Backoff: "soon"}}}}})
+	if len(p) != 1 || p[0].Reason != ReasonInvalidEdge || !strings.Contains(p[0].Message, "retry.backoff") {
+		t.Errorf("bad backoff: %+v", p)
+	}
+}
