@@ -78,3 +78,15 @@ type Info struct {
 	// Version of the binary.
 	Version string
 }
+
+// SetMetadata writes one key of the node's status metadata through output and
+// refreshes the published control port, which often shows that state. Like
+// every status write it happens on the leader only (a reader's call does
+// nothing) and returns once persisted or failed.
+func SetMetadata(output Handler, key, value string) any {
+	res := output(context.Background(), v1alpha1.ReconcilePort, func(n *v1alpha1.TinyNode) {
+		n.Status.Metadata[key] = value
+	})
+	output(context.Background(), v1alpha1.ControlPort, nil)
+	return res
+}

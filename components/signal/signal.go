@@ -6,6 +6,7 @@ package signal
 
 import (
 	"context"
+	"strconv"
 	"sync"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
@@ -133,12 +134,5 @@ func (t *Component) setRunning(handler module.Handler, running bool) {
 	t.mu.Lock()
 	t.running = running
 	t.mu.Unlock()
-	value := "false"
-	if running {
-		value = "true"
-	}
-	handler(context.Background(), v1alpha1.ReconcilePort, func(n *v1alpha1.TinyNode) {
-		n.Status.Metadata[RunningKey] = value
-	})
-	handler(context.Background(), v1alpha1.ControlPort, nil)
+	module.SetMetadata(handler, RunningKey, strconv.FormatBool(running))
 }

@@ -6,6 +6,7 @@ package ticker
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"time"
 
@@ -172,14 +173,7 @@ func (t *Component) record(handler module.Handler, running bool) {
 	t.mu.Lock()
 	t.running = running
 	t.mu.Unlock()
-	value := "false"
-	if running {
-		value = "true"
-	}
-	handler(context.Background(), v1alpha1.ReconcilePort, func(n *v1alpha1.TinyNode) {
-		n.Status.Metadata[RunningKey] = value
-	})
-	handler(context.Background(), v1alpha1.ControlPort, nil)
+	module.SetMetadata(handler, RunningKey, strconv.FormatBool(running))
 }
 
 // Destroy stops the loop when the node goes.
