@@ -3,6 +3,7 @@ package transport_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"sort"
@@ -23,6 +24,8 @@ import (
 	"github.com/tinymod/tinymod/internal/controlplane/controlplanetest"
 	"github.com/tinymod/tinymod/internal/leader"
 	"github.com/tinymod/tinymod/internal/replica"
+	"github.com/tinymod/tinymod/internal/scheduler"
+	"github.com/tinymod/tinymod/internal/transport"
 	"github.com/tinymod/tinymod/internal/transport/transportpb"
 	"github.com/tinymod/tinymod/module"
 )
@@ -75,6 +78,11 @@ func (e *echo) Handle(ctx context.Context, output module.Handler, port string, m
 		return nil
 	}
 	switch msg.(Ask).Who {
+	case "slow":
+		// Waits for its context: the sender's deadline must reach it.
+		<-ctx.Done()
+		slowEnded <- ctx.Err()
+		return ctx.Err()
 	case "fail":
 		return fmt.Errorf("%s: transient trouble", e.id)
 	case "perm":
@@ -89,6 +97,8 @@ func (e *echo) Handle(ctx context.Context, output module.Handler, port string, m
 	}
 	return e.id + ">" + fmt.Sprint(next)
 }
+
+var slowEnded = make(chan error, 1)
 
 type env struct {
 	t   *testing.T
@@ -162,6 +172,11 @@ func (v *env) answers(node string) string {
 	}
 	return n.Status.Metadata["answers"]
 }
+
+type fixed string
+
+func (f fixed) Replicas(string) []string     { return []string{string(f)} }
+func (f fixed) Leader(string) (string, bool) { return string(f), true }
 
 func edge(id, port, to string) v1alpha1.TinyNodeEdge {
 	return v1alpha1.TinyNodeEdge{ID: id, Port: port, To: to}
@@ -300,6 +315,40 @@ func TestServerRefusesBadRequests(t *testing.T) {
 			t.Errorf("%s: got %v, want %s", tc.name, err, tc.code)
 		}
 	}
+	// A stream without the token is refused too.
+	stream, err := c.Stream(v.ctx)
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if status.Code(err) != codes.Unauthenticated {
+		t.Errorf("stream without a token: %v", err)
+	}
+
+	// The sender's deadline reaches the node across the wire, and ends it.
+	client := transport.NewClient(fixed(addr), token)
+	defer client.Close()
+	dctx, dcancel := context.WithTimeout(v.ctx, 300*time.Millisecond)
+	defer dcancel()
+	res0 := client.Send(dctx, "gamma", scheduler.Msg{To: "e.in", Data: Ask{Who: "slow"}})
+	if err, ok := res0.(error); !ok || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("deadline: got %v", res0)
+	}
+	select {
+	case err := <-slowEnded:
+		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			t.Errorf("the node's context ended with %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the node's context outlived the sender's deadline")
+	}
+	// Over the stream, results and classes come back as over Send.
+	if res := client.Send(v.ctx, "gamma", scheduler.Msg{To: "e.in", Data: Ask{Who: "x"}}); res != "g" {
+		t.Errorf("stream result: %v", res)
+	}
+	if err, ok := client.Send(v.ctx, "gamma", scheduler.Msg{To: "ghost.in"}).(error); !ok || !module.IsPermanent(err) {
+		t.Errorf("unknown node over the stream: %v", err)
+	}
+
 	// A wrong-typed payload is the node's permanent error, not a crash.
 	res, err := call(authed, &transportpb.Message{Module: "gamma", To: "e.in", Data: []byte(`{"who": 5}`)})
 	if err != nil || res.GetError() == nil || !res.GetError().GetPermanent() {

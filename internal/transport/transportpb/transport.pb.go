@@ -24,6 +24,102 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Envelope is one frame of Stream: a message, its result, or a cancellation.
+type Envelope struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Seq     uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Message *Message               `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Result  *Result                `protobuf:"bytes,3,opt,name=result,proto3" json:"result,omitempty"`
+	// Timeout is the message's remaining deadline in nanoseconds; 0 for none.
+	Timeout int64 `protobuf:"varint,4,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// Cancel asks the receiver to cancel message seq.
+	Cancel bool `protobuf:"varint,5,opt,name=cancel,proto3" json:"cancel,omitempty"`
+	// Status carries a refusal of message seq as a gRPC status code and text.
+	Code          int32  `protobuf:"varint,6,opt,name=code,proto3" json:"code,omitempty"`
+	Status        string `protobuf:"bytes,7,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Envelope) Reset() {
+	*x = Envelope{}
+	mi := &file_api_proto_transport_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Envelope) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Envelope) ProtoMessage() {}
+
+func (x *Envelope) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_transport_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Envelope.ProtoReflect.Descriptor instead.
+func (*Envelope) Descriptor() ([]byte, []int) {
+	return file_api_proto_transport_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Envelope) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Envelope) GetMessage() *Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *Envelope) GetResult() *Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *Envelope) GetTimeout() int64 {
+	if x != nil {
+		return x.Timeout
+	}
+	return 0
+}
+
+func (x *Envelope) GetCancel() bool {
+	if x != nil {
+		return x.Cancel
+	}
+	return false
+}
+
+func (x *Envelope) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *Envelope) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
 type Message struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Module the target node belongs to; a replica refuses others'.
@@ -44,7 +140,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_api_proto_transport_proto_msgTypes[0]
+	mi := &file_api_proto_transport_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -56,7 +152,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_transport_proto_msgTypes[0]
+	mi := &file_api_proto_transport_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -69,7 +165,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_api_proto_transport_proto_rawDescGZIP(), []int{0}
+	return file_api_proto_transport_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Message) GetModule() string {
@@ -126,7 +222,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_api_proto_transport_proto_msgTypes[1]
+	mi := &file_api_proto_transport_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -138,7 +234,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_transport_proto_msgTypes[1]
+	mi := &file_api_proto_transport_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -151,7 +247,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_api_proto_transport_proto_rawDescGZIP(), []int{1}
+	return file_api_proto_transport_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Result) GetData() []byte {
@@ -179,7 +275,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_api_proto_transport_proto_msgTypes[2]
+	mi := &file_api_proto_transport_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -191,7 +287,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_transport_proto_msgTypes[2]
+	mi := &file_api_proto_transport_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -204,7 +300,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_api_proto_transport_proto_rawDescGZIP(), []int{2}
+	return file_api_proto_transport_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Error) GetMessage() string {
@@ -225,7 +321,15 @@ var File_api_proto_transport_proto protoreflect.FileDescriptor
 
 const file_api_proto_transport_proto_rawDesc = "" +
 	"\n" +
-	"\x19api/proto/transport.proto\x12\x14tinymod.transport.v1\"\x7f\n" +
+	"\x19api/proto/transport.proto\x12\x14tinymod.transport.v1\"\xe9\x01\n" +
+	"\bEnvelope\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x127\n" +
+	"\amessage\x18\x02 \x01(\v2\x1d.tinymod.transport.v1.MessageR\amessage\x124\n" +
+	"\x06result\x18\x03 \x01(\v2\x1c.tinymod.transport.v1.ResultR\x06result\x12\x18\n" +
+	"\atimeout\x18\x04 \x01(\x03R\atimeout\x12\x16\n" +
+	"\x06cancel\x18\x05 \x01(\bR\x06cancel\x12\x12\n" +
+	"\x04code\x18\x06 \x01(\x05R\x04code\x12\x16\n" +
+	"\x06status\x18\a \x01(\tR\x06status\"\x7f\n" +
 	"\aMessage\x12\x16\n" +
 	"\x06module\x18\x01 \x01(\tR\x06module\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x12\x12\n" +
@@ -238,9 +342,10 @@ const file_api_proto_transport_proto_rawDesc = "" +
 	"\x05error\x18\x02 \x01(\v2\x1b.tinymod.transport.v1.ErrorR\x05error\"?\n" +
 	"\x05Error\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x12\x1c\n" +
-	"\tpermanent\x18\x02 \x01(\bR\tpermanent2M\n" +
+	"\tpermanent\x18\x02 \x01(\bR\tpermanent2\x9b\x01\n" +
 	"\x06Module\x12C\n" +
-	"\x04Send\x12\x1d.tinymod.transport.v1.Message\x1a\x1c.tinymod.transport.v1.ResultB;Z9github.com/tinymod/tinymod/internal/transport/transportpbb\x06proto3"
+	"\x04Send\x12\x1d.tinymod.transport.v1.Message\x1a\x1c.tinymod.transport.v1.Result\x12L\n" +
+	"\x06Stream\x12\x1e.tinymod.transport.v1.Envelope\x1a\x1e.tinymod.transport.v1.Envelope(\x010\x01B;Z9github.com/tinymod/tinymod/internal/transport/transportpbb\x06proto3"
 
 var (
 	file_api_proto_transport_proto_rawDescOnce sync.Once
@@ -254,21 +359,26 @@ func file_api_proto_transport_proto_rawDescGZIP() []byte {
 	return file_api_proto_transport_proto_rawDescData
 }
 
-var file_api_proto_transport_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_api_proto_transport_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_api_proto_transport_proto_goTypes = []any{
-	(*Message)(nil), // 0: tinymod.transport.v1.Message
-	(*Result)(nil),  // 1: tinymod.transport.v1.Result
-	(*Error)(nil),   // 2: tinymod.transport.v1.Error
+	(*Envelope)(nil), // 0: tinymod.transport.v1.Envelope
+	(*Message)(nil),  // 1: tinymod.transport.v1.Message
+	(*Result)(nil),   // 2: tinymod.transport.v1.Result
+	(*Error)(nil),    // 3: tinymod.transport.v1.Error
 }
 var file_api_proto_transport_proto_depIdxs = []int32{
-	2, // 0: tinymod.transport.v1.Result.error:type_name -> tinymod.transport.v1.Error
-	0, // 1: tinymod.transport.v1.Module.Send:input_type -> tinymod.transport.v1.Message
-	1, // 2: tinymod.transport.v1.Module.Send:output_type -> tinymod.transport.v1.Result
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	1, // 0: tinymod.transport.v1.Envelope.message:type_name -> tinymod.transport.v1.Message
+	2, // 1: tinymod.transport.v1.Envelope.result:type_name -> tinymod.transport.v1.Result
+	3, // 2: tinymod.transport.v1.Result.error:type_name -> tinymod.transport.v1.Error
+	1, // 3: tinymod.transport.v1.Module.Send:input_type -> tinymod.transport.v1.Message
+	0, // 4: tinymod.transport.v1.Module.Stream:input_type -> tinymod.transport.v1.Envelope
+	2, // 5: tinymod.transport.v1.Module.Send:output_type -> tinymod.transport.v1.Result
+	0, // 6: tinymod.transport.v1.Module.Stream:output_type -> tinymod.transport.v1.Envelope
+	5, // [5:7] is the sub-list for method output_type
+	3, // [3:5] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_api_proto_transport_proto_init() }
@@ -282,7 +392,7 @@ func file_api_proto_transport_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_proto_transport_proto_rawDesc), len(file_api_proto_transport_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,7 +22,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Module_Send_FullMethodName = "/tinymod.transport.v1.Module/Send"
+	Module_Send_FullMethodName   = "/tinymod.transport.v1.Module/Send"
+	Module_Stream_FullMethodName = "/tinymod.transport.v1.Module/Stream"
 )
 
 // ModuleClient is the client API for Module service.
@@ -32,6 +33,9 @@ type ModuleClient interface {
 	// Send delivers one message to "<node>.<port>" of the receiving module and
 	// returns the node's result or error.
 	Send(ctx context.Context, in *Message, opts ...grpc.CallOption) (*Result, error)
+	// Stream carries many messages over one long-lived stream, each matched to
+	// its result by seq, so concurrent messages share one HTTP/2 stream.
+	Stream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[Envelope, Envelope], error)
 }
 
 type moduleClient struct {
@@ -52,6 +56,19 @@ func (c *moduleClient) Send(ctx context.Context, in *Message, opts ...grpc.CallO
 	return out, nil
 }
 
+func (c *moduleClient) Stream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[Envelope, Envelope], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Module_ServiceDesc.Streams[0], Module_Stream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[Envelope, Envelope]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Module_StreamClient = grpc.BidiStreamingClient[Envelope, Envelope]
+
 // ModuleServer is the server API for Module service.
 // All implementations must embed UnimplementedModuleServer
 // for forward compatibility.
@@ -59,6 +76,9 @@ type ModuleServer interface {
 	// Send delivers one message to "<node>.<port>" of the receiving module and
 	// returns the node's result or error.
 	Send(context.Context, *Message) (*Result, error)
+	// Stream carries many messages over one long-lived stream, each matched to
+	// its result by seq, so concurrent messages share one HTTP/2 stream.
+	Stream(grpc.BidiStreamingServer[Envelope, Envelope]) error
 	mustEmbedUnimplementedModuleServer()
 }
 
@@ -71,6 +91,9 @@ type UnimplementedModuleServer struct{}
 
 func (UnimplementedModuleServer) Send(context.Context, *Message) (*Result, error) {
 	return nil, status.Error(codes.Unimplemented, "method Send not implemented")
+}
+func (UnimplementedModuleServer) Stream(grpc.BidiStreamingServer[Envelope, Envelope]) error {
+	return status.Error(codes.Unimplemented, "method Stream not implemented")
 }
 func (UnimplementedModuleServer) mustEmbedUnimplementedModuleServer() {}
 func (UnimplementedModuleServer) testEmbeddedByValue()                {}
@@ -111,6 +134,13 @@ func _Module_Send_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Module_Stream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ModuleServer).Stream(&grpc.GenericServerStream[Envelope, Envelope]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Module_StreamServer = grpc.BidiStreamingServer[Envelope, Envelope]
+
 // Module_ServiceDesc is the grpc.ServiceDesc for Module service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -123,6 +153,13 @@ var Module_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Module_Send_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Stream",
+			Handler:       _Module_Stream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "api/proto/transport.proto",
 }
