@@ -410,7 +410,8 @@ func (m *mux) send(ctx context.Context, req *transportpb.Message) (*transportpb.
 	select {
 	case res, ok := <-ch:
 		if !ok {
-			return nil, m.broken()
+			// The replica may have handled it: fail it, never re-send it elsewhere.
+			return nil, status.Errorf(codes.Aborted, "the connection to the replica broke while the message was in flight: %v", m.broken())
 		}
 		if res.GetCode() != int32(codes.OK) {
 			return nil, status.Error(codes.Code(res.GetCode()), res.GetStatus())
