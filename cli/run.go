@@ -204,3 +204,19 @@ func loopback(addr string) bool {
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
 }
+
+// moduleAddr is the address that spreads over all replicas of a module. In a
+// cluster (POD_NAMESPACE set) it is the module's headless Service,
+// NAME.NAMESPACE.svc:PORT, whose DNS answers with every ready replica; outside
+// one there is no such name, and it is this replica's advertised address
+// (callers outside a cluster spread over the membership Leases instead).
+func moduleAddr(name, namespace string, inCluster bool, advertise string) string {
+	if !inCluster {
+		return advertise
+	}
+	_, port, err := net.SplitHostPort(advertise)
+	if err != nil {
+		return advertise
+	}
+	return net.JoinHostPort(name+"."+namespace+".svc", port)
+}

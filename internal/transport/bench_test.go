@@ -6,6 +6,7 @@ import (
 	"net"
 	"sort"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -87,6 +88,7 @@ func BenchmarkCrossModuleHop(b *testing.B) {
 // run calls op b.N times from conc goroutines and reports latency percentiles.
 func run(b *testing.B, conc int, op func() error) {
 	b.ReportAllocs()
+	cpu0 := cpuTime()
 	lat := make([][]time.Duration, conc)
 	var wg sync.WaitGroup
 	per := b.N / conc
@@ -111,6 +113,8 @@ func run(b *testing.B, conc int, op func() error) {
 	}
 	wg.Wait()
 	b.StopTimer()
+	// Sender and receiver share this process: this is the CPU both sides spend.
+	b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N)/1000, "cpu-µs/msg")
 	var all []time.Duration
 	for _, l := range lat {
 		all = append(all, l...)
@@ -120,4 +124,13 @@ func run(b *testing.B, conc int, op func() error) {
 		b.ReportMetric(float64(all[len(all)/2].Microseconds()), "p50-µs")
 		b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
 	}
+}
+
+// cpuTime is the process's user plus system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

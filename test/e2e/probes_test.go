@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -88,5 +90,19 @@ func TestRunProbesAndMetrics(t *testing.T) {
 	}
 	if !strings.Contains(logs, `"msg":"became leader"`) {
 		t.Errorf("no became-leader line in the logs:\n%s", logs)
+	}
+}
+
+// TestRunRefusesOpenGRPCWithoutToken: reachable beyond loopback with no token
+// is refused at start-up, with a message saying what to do.
+func TestRunRefusesOpenGRPCWithoutToken(t *testing.T) {
+	env := controlplanetest.Start(t)
+	c := newCluster(t, env.Kubeconfig)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, c.bin, "run", "--name", "open", "--kubeconfig", c.kubeconfig, "--grpc-listen", "0.0.0.0:0",
+		"--metrics-bind-address", "0", "--health-probe-bind-address", "0").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--grpc-token-file") || !strings.Contains(string(out), "--insecure-grpc") {
+		t.Errorf("open gRPC without a token: %v\n%s", err, out)
 	}
 }
