@@ -159,6 +159,11 @@ func (s *Server) handle(ctx context.Context, m *transportpb.Message) (*transport
 	}
 	ctx = scheduler.WithDepth(ctx, int(m.GetDepth()))
 	res := s.h.Handle(ctx, scheduler.Msg{To: m.GetTo(), From: m.GetFrom(), Data: data, ID: m.GetId()})
+	if err, ok := res.(error); ok && err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		// The sender's deadline or cancellation ended it: say so as such, so
+		// the sender sees context.DeadlineExceeded, not a remote error text.
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
 	if err, ok := res.(error); ok && err != nil {
 		if errors.Is(err, scheduler.ErrNoNode) || errors.Is(err, scheduler.ErrNoPort) {
 			return nil, status.Error(codes.NotFound, err.Error())
