@@ -4,7 +4,7 @@ SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
 GO ?= go
 
-.PHONY: all build generate tools controlplane test vet fmt-check bench demo clean
+.PHONY: all build generate tools controlplane test fuzz vet fmt-check bench demo clean
 
 all: build
 
@@ -40,6 +40,17 @@ fmt-check:
 ## since some tests build and run the binary, which the cache cannot see
 test: tools controlplane vet fmt-check
 	$(GO) test -race -count=1 -timeout 20m ./...
+	@$(MAKE) --no-print-directory fuzz
+
+## fuzz: every fuzz target for FUZZTIME (default 3s); a crash fails and is kept in testdata/fuzz
+FUZZTIME ?= 3s
+FUZZ_TARGETS := FuzzCompileEval:./internal/mapping FuzzSettingsDecode:./internal/scheduler \
+	FuzzMessageData:./internal/scheduler FuzzRequestDecode:./internal/transport
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t%%:*} ($(FUZZTIME))"; \
+		$(GO) test -run XXX -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZTIME) $${t##*:} || exit 1; \
+	done
 
 ## bench: micro-benchmarks and the failover/signal-latency table (minutes; not part of test)
 bench: controlplane
