@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	coordinationv1 "k8s.io/api/coordination/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -48,26 +47,7 @@ func TestStandardComponentsOnThreeProcesses(t *testing.T) {
 	applySample(t, env.Client, ns, "../../config/samples/demo-flow.yaml")
 	ctx := controlplanetest.Context(t, 3*time.Minute)
 
-	holder := func() string {
-		l := &coordinationv1.Lease{}
-		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "tinymod-leader"}, l); err != nil || l.Spec.HolderIdentity == nil {
-			return ""
-		}
-		return *l.Spec.HolderIdentity
-	}
-	waitLeader := func(not ...string) string {
-		var got string
-		controlplanetest.Eventually(t, 30*time.Second, func() error {
-			got = holder()
-			for _, n := range append(not, "") {
-				if got == n {
-					return fmt.Errorf("holder %q", got)
-				}
-			}
-			return nil
-		})
-		return got
-	}
+	waitLeader := func(not ...string) string { return waitLeader(t, env.Client, ns, "tinymod", not...) }
 	signal := func(node string, data string) {
 		s := &v1alpha1.TinySignal{ObjectMeta: metav1.ObjectMeta{GenerateName: "sig-", Namespace: ns},
 			Spec: v1alpha1.TinySignalSpec{Node: node, Port: "_control", Data: &apiextensionsv1.JSON{Raw: []byte(data)}}}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tinymod/tinymod/internal/controlplane/controlplanetest"
+	"github.com/tinymod/tinymod/internal/replica"
 )
 
 // cluster is a built tinymod binary and a kubeconfig for the test's control plane.
@@ -116,4 +123,25 @@ func (p *process) lines(msg string) []logLine {
 		}
 	}
 	return out
+}
+
+// waitLeader waits until the module's Lease is held, by none of not, and
+// returns the holder.
+func waitLeader(t *testing.T, c client.Client, ns, moduleName string, not ...string) string {
+	t.Helper()
+	var got string
+	controlplanetest.Eventually(t, 30*time.Second, func() error {
+		l := &coordinationv1.Lease{}
+		got = ""
+		if err := c.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: replica.LeaseName(moduleName)}, l); err == nil && l.Spec.HolderIdentity != nil {
+			got = *l.Spec.HolderIdentity
+		}
+		for _, n := range append(not, "") {
+			if got == n {
+				return fmt.Errorf("lease holder %q", got)
+			}
+		}
+		return nil
+	})
+	return got
 }

@@ -6,9 +6,6 @@ import (
 	"testing"
 	"time"
 
-	coordinationv1 "k8s.io/api/coordination/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-
 	"github.com/tinymod/tinymod/internal/controlplane/controlplanetest"
 )
 
@@ -28,25 +25,7 @@ func TestRunProcessesFailover(t *testing.T) {
 		id := fmt.Sprintf("proc-%d", i)
 		procs[id] = c.run("e2e", ns, id)
 	}
-	ctx := controlplanetest.Context(t, 2*time.Minute)
-	holder := func() string {
-		l := &coordinationv1.Lease{}
-		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "e2e-leader"}, l); err != nil || l.Spec.HolderIdentity == nil {
-			return ""
-		}
-		return *l.Spec.HolderIdentity
-	}
-	waitOther := func(not string) string {
-		var got string
-		controlplanetest.Eventually(t, 30*time.Second, func() error {
-			got = holder()
-			if got == "" || got == not {
-				return fmt.Errorf("holder %q", got)
-			}
-			return nil
-		})
-		return got
-	}
+	waitOther := func(not string) string { return waitLeader(t, env.Client, ns, "e2e", not) }
 
 	first := waitOther("")
 	killed := time.Now()
