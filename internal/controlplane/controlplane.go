@@ -114,8 +114,8 @@ type ControlPlane struct {
 	// AuditLogPath is the API server's audit log, with Options.Audit.
 	AuditLogPath string
 
-	env      *envtest.Environment
-	auditDir string
+	env               *envtest.Environment
+	auditDir, certDir string
 }
 
 // Start runs etcd and kube-apiserver, installs the CRDs and waits until the API
@@ -140,7 +140,13 @@ func Start(opts Options) (*ControlPlane, error) {
 			return nil, fmt.Errorf("create etcd data folder: %w", err)
 		}
 	}
-	apiServer := &envtest.APIServer{}
+	// The API server's certificates live in a folder of ours, so that a restart
+	// serves the same ones and clients reconnect as they would to a real one.
+	certDir, err := os.MkdirTemp("", "tinymod-apiserver-")
+	if err != nil {
+		return nil, err
+	}
+	apiServer := &envtest.APIServer{CertDir: certDir}
 	var auditLog, auditDir string
 	if opts.Audit {
 		if auditDir, err = os.MkdirTemp("", "tinymod-audit-"); err != nil {
@@ -172,9 +178,11 @@ func Start(opts Options) (*ControlPlane, error) {
 	cfg, err := env.Start()
 	if err != nil {
 		_ = env.Stop()
+		_ = os.RemoveAll(certDir)
 		return nil, fmt.Errorf("start control plane: %w", err)
 	}
-	return &ControlPlane{Config: cfg, Kubeconfig: env.KubeConfig, BinDir: opts.BinDir, AuditLogPath: auditLog, auditDir: auditDir, env: env}, nil
+	return &ControlPlane{Config: cfg, Kubeconfig: env.KubeConfig, BinDir: opts.BinDir, AuditLogPath: auditLog,
+		auditDir: auditDir, certDir: certDir, env: env}, nil
 }
 
 // AddUser returns a config for a new user of the API server in groups, so a
@@ -190,11 +198,28 @@ func (c *ControlPlane) AddUser(name string, groups ...string) (*rest.Config, err
 // Kubectl is the path of the kubectl built with the control plane.
 func (c *ControlPlane) Kubectl() string { return filepath.Join(c.BinDir, "kubectl") }
 
+// RestartAPIServer stops kube-apiserver and starts it again on the same
+// address, with the same certificates and users, while etcd and its data stay:
+// what a control-plane upgrade or a crashed API server looks like to clients.
+// It returns once the new process answers its health check.
+func (c *ControlPlane) RestartAPIServer() error {
+	s := c.env.ControlPlane.APIServer
+	if err := s.Stop(); err != nil {
+		return fmt.Errorf("stop kube-apiserver: %w", err)
+	}
+	if err := s.Start(); err != nil {
+		return fmt.Errorf("start kube-apiserver again: %w", err)
+	}
+	return nil
+}
+
 // Stop stops kube-apiserver and etcd and waits for both to exit.
 func (c *ControlPlane) Stop() error {
 	err := c.env.Stop()
-	if c.auditDir != "" {
-		_ = os.RemoveAll(c.auditDir)
+	for _, dir := range []string{c.auditDir, c.certDir} {
+		if dir != "" {
+			_ = os.RemoveAll(dir)
+		}
 	}
 	return err
 }
