@@ -33,6 +33,8 @@ type RunOptions struct {
 	LogFormat                             string
 	TokenFile                             string
 	InsecureGRPC                          bool
+	// LeaderJournal, if set, is the file that records leader-only work.
+	LeaderJournal string
 	// ShutdownTimeout bounds a graceful stop.
 	ShutdownTimeout time.Duration
 }
@@ -72,6 +74,8 @@ loss of any one of them.`,
 	f.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "bound on a graceful stop")
 	f.StringVar(&o.TokenFile, "grpc-token-file", "", "file holding the shared token that calls between modules carry (default $"+TokenEnv+")")
 	f.BoolVar(&o.InsecureGRPC, "insecure-grpc", false, "serve gRPC on a non-loopback address without a token")
+	f.StringVar(&o.LeaderJournal, "leader-journal", "", "append a JSON line to this file each time leadership is confirmed for leader-only work, "+
+		"with identity, lease transitions and CLOCK_MONOTONIC times, for auditing that no two replicas lead at once")
 	_ = cmd.MarkFlagRequired("name")
 	return cmd
 }
@@ -154,6 +158,13 @@ func run(ctx context.Context, o RunOptions, version string, components []module.
 	if advertise == "" {
 		advertise = ln.Addr().String()
 	}
+	var journal *leader.Journal
+	if o.LeaderJournal != "" {
+		if journal, err = leader.OpenJournal(o.LeaderJournal); err != nil {
+			return fmt.Errorf("--leader-journal: %w", err)
+		}
+		defer journal.Close()
+	}
 	log.Info("gRPC listening", "addr", ln.Addr().String(), "advertise", advertise, "authenticated", token != "")
 
 	replicaDone := make(chan error, 1)
@@ -172,6 +183,7 @@ func run(ctx context.Context, o RunOptions, version string, components []module.
 			MetricsAddr:  o.MetricsAddr,
 			HealthAddr:   o.HealthAddr,
 			Log:          log,
+			Journal:      journal,
 		})
 	}()
 	var runErr error

@@ -67,7 +67,7 @@ type change struct {
 // UpdateStatus applies fn (nil: render only) to a fresh copy of the node and
 // waits until the result is written, found unchanged, or failed.
 func (w *StatusWriter) UpdateStatus(ctx context.Context, node string, fn func(*v1alpha1.TinyNode) error) error {
-	if !w.Leader.IsLeader() {
+	if !leader.Authorize(w.Leader, "status "+node) {
 		return ErrNotLeader
 	}
 	done := make(chan error, 1)
@@ -83,7 +83,7 @@ func (w *StatusWriter) UpdateStatus(ctx context.Context, node string, fn func(*v
 // Refresh renders the node's status again and writes it if it changed,
 // without waiting.
 func (w *StatusWriter) Refresh(node string) {
-	if w.Leader.IsLeader() {
+	if leader.Authorize(w.Leader, "status "+node) {
 		w.enqueue(node, change{})
 	}
 }
@@ -157,7 +157,7 @@ func (w *StatusWriter) write(name string, b *batch) {
 // each change's own error.
 func (w *StatusWriter) apply(ctx context.Context, name string, b *batch, results []error) error {
 	for attempt := 0; ; attempt++ {
-		if !w.Leader.IsLeader() {
+		if !leader.Authorize(w.Leader, "status "+name) {
 			return ErrNotLeader
 		}
 		node := &v1alpha1.TinyNode{}
@@ -193,7 +193,7 @@ func (w *StatusWriter) apply(ctx context.Context, name string, b *batch, results
 			return nil
 		}
 		// The lease may have been lost while the changes ran.
-		if !w.Leader.IsLeader() {
+		if !leader.Authorize(w.Leader, "status write "+name) {
 			return ErrNotLeader
 		}
 		err := w.Client.Status().Update(ctx, node)

@@ -129,7 +129,7 @@ func (r *TinyModuleReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 		}
 		return reconcile.Result{}, nil
 	}
-	if err != nil || !r.Leader.IsLeader() {
+	if err != nil || !leader.Authorize(r.Leader, "module status") {
 		return reconcile.Result{}, nil
 	}
 	before := m.Status.DeepCopy()
@@ -146,7 +146,7 @@ func (r *TinyModuleReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 	if sameJSON(before, &m.Status) {
 		return reconcile.Result{}, nil
 	}
-	if !r.Leader.IsLeader() {
+	if !leader.Authorize(r.Leader, "module status write") {
 		return reconcile.Result{}, nil
 	}
 	if err := r.Client.Status().Update(ctx, m); err != nil {

@@ -145,7 +145,7 @@ func (r *TinyNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		}
 		return ctrl.Result{}, err
 	}
-	isLeader := r.Leader.IsLeader()
+	isLeader := leader.Authorize(r.Leader, "node "+req.Name)
 
 	if !node.DeletionTimestamp.IsZero() || node.Spec.Module != r.Scheduler.Module().Name {
 		r.forget(node.Name)

@@ -233,6 +233,9 @@ func createdBefore(a, b *v1alpha1.TinySignal) bool {
 // leader when the term ends.
 func (r *TinySignalReconciler) deliver(term context.Context, sig *v1alpha1.TinySignal) {
 	for term.Err() == nil {
+		if !r.authorize(term, "signal "+sig.Name) {
+			return
+		}
 		sig.Status.Phase = v1alpha1.SignalDelivering
 		sig.Status.Attempts++
 		if err := r.Client.Status().Update(term, sig); err != nil {
@@ -261,6 +264,9 @@ func (r *TinySignalReconciler) deliver(term context.Context, sig *v1alpha1.TinyS
 			}
 			continue
 		}
+		if !r.authorize(term, "signal delivery "+sig.Name) {
+			return
+		}
 		result := r.attempt(term, sig)
 		if term.Err() != nil {
 			return // the next leader delivers it again
@@ -286,6 +292,17 @@ func (r *TinySignalReconciler) deliver(term context.Context, sig *v1alpha1.TinyS
 			pause(term, wait)
 		}
 	}
+}
+
+// authorize confirms leadership right before leader-only work; when it has
+// run out, it waits for the term to end with it, so that the caller, seeing
+// the term over, leaves the signal to the next leader.
+func (r *TinySignalReconciler) authorize(term context.Context, action string) bool {
+	if leader.Authorize(r.Leader, action) {
+		return true
+	}
+	<-term.Done()
+	return false
 }
 
 // attempt hands the signal to the scheduler and waits for Handle to return or

@@ -13,6 +13,30 @@ type Terms interface {
 	Term() (context.Context, bool)
 }
 
+// Authorizer is a Status that can be told what the leadership it confirms is
+// for, so that a journal names the work.
+type Authorizer interface {
+	Authorize(action string) bool
+}
+
+// Authorize asks s whether this replica leads, for action.
+func Authorize(s Status, action string) bool {
+	if a, ok := s.(Authorizer); ok {
+		return a.Authorize(action)
+	}
+	return s.IsLeader()
+}
+
+// Named is a Status that confirms leadership for one named action: the
+// Status that a node's components see carries the node's name.
+type Named struct {
+	Status
+	Action string
+}
+
+// IsLeader asks the underlying Status, for the named action.
+func (n Named) IsLeader() bool { return Authorize(n.Status, n.Action) }
+
 // Static is a Status that never changes: for single-replica runs and tests.
 type Static bool
 

@@ -40,6 +40,9 @@ type Options struct {
 	BeforeRelease func()
 	// Metrics, if set, records transitions.
 	Metrics *Metrics
+	// Journal, if set, records every confirmation of leadership (a check
+	// that returned true) before the work it allows goes ahead.
+	Journal *Journal
 }
 
 // Elector campaigns for a Lease and holds it.
@@ -76,6 +79,7 @@ type Elector struct {
 	seen       bool // the lease, or its absence, has been observed
 	observed   chan struct{}
 	acquirable time.Duration // when the lease last became acquirable for us
+	termNo     int32         // the Lease's transition count for the current term
 }
 
 // New validates the options and returns an Elector.
@@ -103,18 +107,40 @@ func New(opts Options) (*Elector, error) {
 
 // IsLeader reports, live, whether this replica leads: it holds the lease and
 // its validity has not run out on the local clock.
-func (e *Elector) IsLeader() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.leading && !e.stepping && IsValid(e.validUntil, e.opts.Clock.Now())
-}
+func (e *Elector) IsLeader() bool { return e.check("", false) }
+
+// Authorize is IsLeader for a named piece of leader-only work, as the
+// journal records it.
+func (e *Elector) Authorize(action string) bool { return e.check(action, false) }
 
 // HoldsLease reports whether the lease is held and valid, including while a
 // graceful stop flushes status writes after leader-only work has ended.
-func (e *Elector) HoldsLease() bool {
+func (e *Elector) HoldsLease() bool { return e.check("", true) }
+
+// AuthorizeHolding is HoldsLease for a named piece of work.
+func (e *Elector) AuthorizeHolding(action string) bool { return e.check(action, true) }
+
+func (e *Elector) check(action string, stepping bool) bool {
+	j := e.opts.Journal
+	var start time.Duration
+	if j != nil {
+		start = MonotonicNow()
+	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.leading && IsValid(e.validUntil, e.opts.Clock.Now())
+	now := e.opts.Clock.Now()
+	ok := e.leading && (stepping || !e.stepping) && IsValid(e.validUntil, now)
+	until, term := e.validUntil, e.termNo
+	e.mu.Unlock()
+	if ok && j != nil {
+		if action == "" {
+			action = "unnamed"
+		}
+		checked := MonotonicNow()
+		// validUntil is on the elector's clock: carry it over as an offset.
+		j.record(Claim{Identity: e.opts.Identity, Term: term, Action: action,
+			Start: int64(start), Checked: int64(checked), Until: int64(checked + until - now)})
+	}
+	return ok
 }
 
 // Term returns the context of the current term and whether there is one. It
@@ -332,6 +358,7 @@ func (e *Elector) startTerm(lease *coordinationv1.Lease, sent time.Duration) {
 	e.obs = Observe(e.obs, observation(lease), sent)
 	e.lastSent = sent
 	e.validUntil = ValidUntil(e.opts.Config, sent)
+	e.termNo = deref(lease.Spec.LeaseTransitions)
 	if e.leading {
 		e.scheduleTermEndLocked()
 		e.mu.Unlock()
@@ -387,7 +414,11 @@ func (e *Elector) endLeadership(why string) {
 	if e.termTimer != nil {
 		e.termTimer.Stop()
 	}
+	term := e.termNo
 	e.mu.Unlock()
+	if j := e.opts.Journal; j != nil {
+		j.endTerm(e.opts.Identity, term)
+	}
 	e.opts.Log.Info("lost leadership", "reason", why)
 	if m := e.opts.Metrics; m != nil {
 		m.stopped()
@@ -425,7 +456,11 @@ func (e *Elector) resign() {
 	if e.termTimer != nil {
 		e.termTimer.Stop()
 	}
+	term := e.termNo
 	e.mu.Unlock()
+	if j := e.opts.Journal; j != nil {
+		j.endTerm(e.opts.Identity, term)
+	}
 	if m := e.opts.Metrics; m != nil {
 		m.stopped()
 	}

@@ -69,6 +69,9 @@ type Options struct {
 	Log logr.Logger
 	// StatusWindow batches status writes. Defaults to controller.DefaultStatusWindow.
 	StatusWindow time.Duration
+	// Journal, if set, records every confirmation of leadership before the
+	// leader-only work it allows (see leader.Journal).
+	Journal *leader.Journal
 }
 
 func (o *Options) validate() error {
@@ -184,6 +187,7 @@ func Run(ctx context.Context, opts Options) error {
 			Identity:  opts.Identity,
 			Log:       log.WithName("leader"),
 			Metrics:   leader.NewMetrics(ctrlmetrics.Registry, opts.Module.Name, opts.Identity),
+			Journal:   opts.Journal,
 			OnStartedLeading: func(term context.Context) {
 				<-mgrReady
 				sched.LeadershipChanged()
@@ -346,9 +350,11 @@ func Run(ctx context.Context, opts Options) error {
 // down, after leader-only work has stopped and before the lease is released.
 type holdsLease struct{ s leader.Status }
 
-func (h holdsLease) IsLeader() bool {
-	if e, ok := h.s.(interface{ HoldsLease() bool }); ok {
-		return e.HoldsLease()
+func (h holdsLease) IsLeader() bool { return h.Authorize("") }
+
+func (h holdsLease) Authorize(action string) bool {
+	if e, ok := h.s.(interface{ AuthorizeHolding(string) bool }); ok {
+		return e.AuthorizeHolding(action)
 	}
-	return h.s.IsLeader()
+	return leader.Authorize(h.s, action)
 }

@@ -70,7 +70,8 @@ type edge struct {
 
 func (s *Scheduler) newInstance(name, componentName string, c module.Component) *instance {
 	log := s.opts.Log.WithValues("node", name)
-	ctx, cancel := context.WithCancel(module.WithLog(leader.NewContext(context.Background(), s.opts.Leader), log))
+	status := leader.Named{Status: s.opts.Leader, Action: "node " + name}
+	ctx, cancel := context.WithCancel(module.WithLog(leader.NewContext(context.Background(), status), log))
 	inst := &instance{
 		s: s, name: name, componentName: componentName, component: c,
 		ctx: ctx, cancel: cancel, log: log,
@@ -340,7 +341,7 @@ func (inst *instance) send(ctx context.Context, portName string, data any) any {
 		return inst.reconcileOutput(ctx, data)
 	case v1alpha1.ControlPort:
 		// The control port's state is part of the published ports.
-		if inst.s.opts.Status != nil && inst.s.IsLeader() {
+		if inst.s.opts.Status != nil && leader.Authorize(inst.s.opts.Leader, "node "+inst.name) {
 			inst.s.opts.Status.Refresh(inst.name)
 		}
 		return nil
@@ -396,7 +397,7 @@ func (inst *instance) reconcileOutput(ctx context.Context, data any) any {
 	var fn func(*v1alpha1.TinyNode) error
 	switch f := data.(type) {
 	case nil:
-		if inst.s.opts.Status != nil && inst.s.IsLeader() {
+		if inst.s.opts.Status != nil && leader.Authorize(inst.s.opts.Leader, "node "+inst.name) {
 			inst.s.opts.Status.Refresh(inst.name)
 		}
 		return nil
@@ -407,7 +408,7 @@ func (inst *instance) reconcileOutput(ctx context.Context, data any) any {
 	default:
 		return module.Permanent(fmt.Errorf("%s: %s takes nil or a func(*v1alpha1.TinyNode), not %T", inst.name, v1alpha1.ReconcilePort, data))
 	}
-	if !inst.s.IsLeader() || inst.s.opts.Status == nil {
+	if inst.s.opts.Status == nil || !leader.Authorize(inst.s.opts.Leader, "node "+inst.name) {
 		return nil // readers never write
 	}
 	if err := inst.s.opts.Status.UpdateStatus(ctx, inst.name, fn); err != nil {
