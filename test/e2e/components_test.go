@@ -42,7 +42,7 @@ func TestStandardComponentsOnThreeProcesses(t *testing.T) {
 	procs := map[string]*process{}
 	for i := range 3 {
 		id := fmt.Sprintf("std-%d", i)
-		procs[id] = c.run("tinymod", ns, id)
+		procs[id] = c.Run("tinymod", ns, id)
 	}
 	applySample(t, env.Client, ns, "../../config/samples/demo-flow.yaml")
 	ctx := controlplanetest.Context(t, 3*time.Minute)
@@ -58,7 +58,7 @@ func TestStandardComponentsOnThreeProcesses(t *testing.T) {
 	// ticks returns the quiet sink's debug lines of one process after since.
 	ticks := func(id string, since time.Time) int {
 		n := 0
-		for _, l := range procs[id].lines("debug") {
+		for _, l := range procs[id].Lines("debug") {
 			if l.Node == "debug-quiet" && l.Time.After(since) {
 				n++
 			}
@@ -87,12 +87,12 @@ func TestStandardComponentsOnThreeProcesses(t *testing.T) {
 
 	// kill -9 the leader: ticks resume on the new leader within lease + 2s.
 	killed := time.Now()
-	if err := procs[first].cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := procs[first].Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	second := waitLeader(first)
 	waitTicks(second, killed, 2*time.Second+2*time.Second+time.Second)
-	for _, l := range procs[second].lines("debug") {
+	for _, l := range procs[second].Lines("debug") {
 		if l.Node == "debug-quiet" && l.Time.After(killed) {
 			if gap := l.Time.Sub(killed); gap > 4*time.Second {
 				t.Errorf("first tick on %s came %s after the kill, want within lease + 2s", second, gap)
@@ -103,13 +103,13 @@ func TestStandardComponentsOnThreeProcesses(t *testing.T) {
 
 	// SIGSTOP the new leader past its lease, then SIGCONT: it emits nothing more.
 	stopped := time.Now()
-	if err := procs[second].cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+	if err := procs[second].Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	third := waitLeader(second)
 	waitTicks(third, stopped, 10*time.Second)
 	time.Sleep(3*time.Second - time.Since(stopped)) // paused longer than the lease
-	if err := procs[second].cmd.Process.Signal(syscall.SIGCONT); err != nil {
+	if err := procs[second].Cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	resumed := time.Now()
@@ -121,19 +121,19 @@ func TestStandardComponentsOnThreeProcesses(t *testing.T) {
 
 	// One button press, one flow, on the leader.
 	press := time.Now()
-	out, err := exec.Command(c.bin, "signal", "--kubeconfig", c.kubeconfig, "-n", ns,
+	out, err := exec.Command(c.Bin, "signal", "--kubeconfig", c.Kubeconfig, "-n", ns,
 		"--node", "signal-1", "--port", "_control", "--data", `{"send": true}`).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "tinysignal/signal-1-") {
 		t.Fatalf("tinymod signal: %v\n%s", err, out)
 	}
-	if out, err := exec.Command(c.bin, "signal", "--kubeconfig", c.kubeconfig, "-n", ns,
+	if out, err := exec.Command(c.Bin, "signal", "--kubeconfig", c.Kubeconfig, "-n", ns,
 		"--node", "signal-1", "--port", "_control", "--data", `{send}`).CombinedOutput(); err == nil || !strings.Contains(string(out), "--data is not JSON") {
 		t.Errorf("bad --data: %v\n%s", err, out)
 	}
 	controlplanetest.Eventually(t, 20*time.Second, func() error {
 		n := 0
 		for _, p := range procs {
-			for _, l := range p.lines("debug") {
+			for _, l := range p.Lines("debug") {
 				if l.Node == "debug-signal" && l.Time.After(press) {
 					n++
 				}
@@ -147,7 +147,7 @@ func TestStandardComponentsOnThreeProcesses(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond) // a second flow would show by now
 	var flows []logLine
 	for _, p := range procs {
-		for _, l := range p.lines("debug") {
+		for _, l := range p.Lines("debug") {
 			if l.Node == "debug-signal" {
 				flows = append(flows, l)
 			}
@@ -183,9 +183,9 @@ func TestStandardComponentsOnThreeProcesses(t *testing.T) {
 	})
 	time.Sleep(1500 * time.Millisecond) // past the delay: a flow reset in time logs nothing
 	for _, p := range procs {
-		for _, l := range p.lines("debug") {
+		for _, l := range p.Lines("debug") {
 			if l.Node == "debug-signal" && l.Time.After(resetPress) {
-				t.Errorf("a reset flow still reached debug-signal on %s at %s", p.id, l.Time)
+				t.Errorf("a reset flow still reached debug-signal on %s at %s", p.ID, l.Time)
 			}
 		}
 	}
@@ -193,7 +193,7 @@ func TestStandardComponentsOnThreeProcesses(t *testing.T) {
 	// Across the whole run, debug lines of different replicas never interleave.
 	var all []logLine
 	for _, p := range procs {
-		for _, l := range p.lines("debug") {
+		for _, l := range p.Lines("debug") {
 			if l.Node == "debug-quiet" {
 				all = append(all, l)
 			}

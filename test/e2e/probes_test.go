@@ -44,7 +44,7 @@ func TestRunProbesAndMetrics(t *testing.T) {
 	ns := env.Namespace(t)
 	c := newCluster(t, env.Kubeconfig)
 	health, metrics := freePort(t), freePort(t)
-	p := c.run("solo", ns, "solo-0", "--metrics-bind-address", metrics, "--health-probe-bind-address", health)
+	p := c.Run("solo", ns, "solo-0", "--metrics-bind-address", metrics, "--health-probe-bind-address", health)
 	controlplanetest.Eventually(t, 30*time.Second, func() error {
 		code, body, err := get("http://" + health + "/readyz")
 		if err != nil || code != http.StatusOK {
@@ -62,19 +62,19 @@ func TestRunProbesAndMetrics(t *testing.T) {
 		}
 		return nil
 	})
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-p.exited:
-		if err := p.err; err != nil {
+	case <-p.Exited:
+		if err := p.Err; err != nil {
 			t.Errorf("exit after SIGTERM: %v", err)
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("still running 20s after SIGTERM")
 	}
 	// One JSON object a line, with the replica's identity and module.
-	raw, err := os.ReadFile(p.log)
+	raw, err := os.ReadFile(p.Log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestRunRefusesOpenGRPCWithoutToken(t *testing.T) {
 	c := newCluster(t, env.Kubeconfig)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, c.bin, "run", "--name", "open", "--kubeconfig", c.kubeconfig, "--grpc-listen", "0.0.0.0:0",
+	out, err := exec.CommandContext(ctx, c.Bin, "run", "--name", "open", "--kubeconfig", c.Kubeconfig, "--grpc-listen", "0.0.0.0:0",
 		"--metrics-bind-address", "0", "--health-probe-bind-address", "0").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "--grpc-token-file") || !strings.Contains(string(out), "--insecure-grpc") {
 		t.Errorf("open gRPC without a token: %v\n%s", err, out)

@@ -23,13 +23,13 @@ func TestRunProcessesFailover(t *testing.T) {
 	procs := map[string]*process{}
 	for i := range 3 {
 		id := fmt.Sprintf("proc-%d", i)
-		procs[id] = c.run("e2e", ns, id)
+		procs[id] = c.Run("e2e", ns, id)
 	}
 	waitOther := func(not string) string { return waitLeader(t, env.Client, ns, "e2e", not) }
 
 	first := waitOther("")
 	killed := time.Now()
-	if err := procs[first].cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := procs[first].Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	second := waitOther(first)
@@ -38,7 +38,7 @@ func TestRunProcessesFailover(t *testing.T) {
 	}
 
 	stopped := time.Now()
-	if err := procs[second].cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := procs[second].Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	third := waitOther(second)
@@ -46,8 +46,8 @@ func TestRunProcessesFailover(t *testing.T) {
 		t.Errorf("graceful handover from %s to %s took %s; want under 1s", second, third, took)
 	}
 	select {
-	case <-procs[second].exited:
-		if err := procs[second].err; err != nil {
+	case <-procs[second].Exited:
+		if err := procs[second].Err; err != nil {
 			t.Errorf("%s exited with %v after SIGTERM", second, err)
 		}
 	case <-time.After(20 * time.Second):

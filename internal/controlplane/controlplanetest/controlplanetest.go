@@ -216,6 +216,8 @@ type AuditEvent struct {
 	ResponseStatus struct {
 		Code int `json:"code"`
 	} `json:"responseStatus"`
+	// Received is when the API server received the request.
+	Received metav1.MicroTime `json:"requestReceivedTimestamp"`
 }
 
 // Writes returns the writes user made in namespace ns, as the API server's
