@@ -28,8 +28,19 @@ func TestRestartAPIServerKeepsDataAndClients(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// An open watch must not hold the restart up (kube-apiserver waits for
+	// watches on SIGTERM unless told otherwise).
+	w, err := user.CoreV1().ConfigMaps(ns).Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	started := time.Now()
 	if err := env.RestartAPIServer(); err != nil {
 		t.Fatal(err)
+	}
+	if took := time.Since(started); took > 20*time.Second {
+		t.Errorf("restart took %s with a watch open", took)
 	}
 
 	controlplanetest.Eventually(t, 30*time.Second, func() error {

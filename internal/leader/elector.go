@@ -120,6 +120,14 @@ func (e *Elector) HoldsLease() bool { return e.check("", true) }
 // AuthorizeHolding is HoldsLease for a named piece of work.
 func (e *Elector) AuthorizeHolding(action string) bool { return e.check(action, true) }
 
+// holding is HoldsLease for the elector's own use: not a confirmation for
+// leader-only work, so not journaled.
+func (e *Elector) holding() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.leading && IsValid(e.validUntil, e.opts.Clock.Now())
+}
+
 func (e *Elector) check(action string, stepping bool) bool {
 	j := e.opts.Journal
 	var start time.Duration
@@ -192,7 +200,7 @@ func (e *Elector) Run(ctx context.Context) error {
 				continue
 			}
 			e.opts.Log.V(1).Info("lease request failed", "error", err.Error())
-			if !e.HoldsLease() {
+			if !e.holding() {
 				// A candidate backs off while the API server fails it (a
 				// change to the lease still wakes it at once); a leader keeps
 				// retrying its renewal every retry period.

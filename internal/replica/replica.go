@@ -134,6 +134,10 @@ func Run(ctx context.Context, opts Options) error {
 		// delivers signals; these match controller-runtime's own defaults x2.
 		opts.Config.QPS, opts.Config.Burst = 40, 60
 	}
+	// Writes to tinymod's kinds leave only a replica that leads (or holds the
+	// lease while it flushes on the way out), checked as they are sent.
+	fence := &leader.Fence{Groups: []string{v1alpha1.GroupVersion.Group}}
+	opts.Config.Wrap(fence.Wrap)
 	mgr, err := ctrl.NewManager(opts.Config, ctrl.Options{
 		Scheme:                 Scheme(),
 		Logger:                 log,
@@ -214,6 +218,7 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 
+	fence.Set(holdsLease{status})
 	nodes = &controller.TinyNodeReconciler{
 		Client:    mgr.GetClient(),
 		Leader:    status,
