@@ -68,7 +68,9 @@ func (h *History) list(ctx context.Context, cs kubernetes.Interface, namespace, 
 	return nil
 }
 
-func nameSelector(name string) string { return fields.OneTermEqualSelector("metadata.name", name).String() }
+func nameSelector(name string) string {
+	return fields.OneTermEqualSelector("metadata.name", name).String()
+}
 
 // follow watches from the last version seen until the watch ends, and
 // reports whether it ended because that version is gone.
