@@ -9,8 +9,9 @@ import (
 )
 
 type metrics struct {
-	messages *prometheus.CounterVec
-	handle   *prometheus.HistogramVec
+	messages  *prometheus.CounterVec
+	handle    *prometheus.HistogramVec
+	instances *prometheus.GaugeVec
 }
 
 type portMetrics struct {
@@ -29,8 +30,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time node components spent handling a message, downstream hops included.",
 			Buckets: prometheus.ExponentialBuckets(0.00001, 4, 12),
 		}, []string{"node", "port"}),
+		instances: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tinymod_node_instances",
+			Help: "Node instances this replica runs, by module: every replica runs every node of its module.",
+		}, []string{"module"}),
 	}
 	var err error
+	if m.instances, err = promreg.Register(reg, m.instances); err != nil {
+		return nil, err
+	}
 	if m.messages, err = promreg.Register(reg, m.messages); err != nil {
 		return nil, err
 	}

@@ -193,7 +193,16 @@ func (s *Scheduler) Update(ctx context.Context, node *v1alpha1.TinyNode) []Probl
 	}
 	s.mu.Unlock()
 
-	return inst.update(node)
+	problems := inst.update(node)
+	s.countInstances()
+	return problems
+}
+
+func (s *Scheduler) countInstances() {
+	s.mu.RLock()
+	n := len(s.instances)
+	s.mu.RUnlock()
+	s.metrics.instances.WithLabelValues(s.opts.Module.Name).Set(float64(n))
 }
 
 // Remove destroys the node's instance, if there is one.
@@ -205,6 +214,7 @@ func (s *Scheduler) Remove(name string) {
 	if inst != nil {
 		inst.destroy()
 	}
+	s.countInstances()
 }
 
 // Stop destroys every instance.
@@ -216,6 +226,7 @@ func (s *Scheduler) Stop() {
 	for _, inst := range all {
 		inst.destroy()
 	}
+	s.countInstances()
 }
 
 // Has reports whether the node has a running instance.

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -637,5 +638,39 @@ func TestEdgeRetryPolicy(t *testing.T) {
 		Edges: []v1alpha1.TinyNodeEdge{{ID: "e", Port: "out", To: "f.in", Retry: &v1alpha1.RetryPolicy{Attempts: 2, Backoff: "soon"}}}}})
 	if len(p) != 1 || p[0].Reason != ReasonInvalidEdge || !strings.Contains(p[0].Message, "retry.backoff") {
 		t.Errorf("bad backoff: %+v", p)
+	}
+}
+
+func TestInstancesGauge(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	s, err := New(Options{Module: module.Info{Name: "m"}, Components: []module.Component{emitter{}}, Metrics: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gauge := func() float64 {
+		families, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range families {
+			if f.GetName() == "tinymod_node_instances" {
+				return f.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		return -1
+	}
+	for _, name := range []string{"a", "b"} {
+		s.Update(context.Background(), &v1alpha1.TinyNode{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.TinyNodeSpec{Module: "m", Component: "emitter"}})
+	}
+	if g := gauge(); g != 2 {
+		t.Errorf("after two nodes: %v", g)
+	}
+	s.Remove("a")
+	if g := gauge(); g != 1 {
+		t.Errorf("after a removal: %v", g)
+	}
+	s.Stop()
+	if g := gauge(); g != 0 {
+		t.Errorf("after Stop: %v", g)
 	}
 }
