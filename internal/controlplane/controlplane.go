@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/tinymod/tinymod/config/crd"
@@ -201,6 +203,17 @@ func (c *ControlPlane) AddUser(name string, groups ...string) (*rest.Config, err
 		return nil, err
 	}
 	return rest.CopyConfig(u.Config()), nil
+}
+
+// Kubeconfig returns a kubeconfig file's content for cfg (from AddUser), as
+// user: for a process that runs as that user.
+func Kubeconfig(user string, cfg *rest.Config) ([]byte, error) {
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["local"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos[user] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
+	kc.Contexts["local"] = &clientcmdapi.Context{Cluster: "local", AuthInfo: user}
+	kc.CurrentContext = "local"
+	return clientcmd.Write(*kc)
 }
 
 // Kubectl is the path of the kubectl built with the control plane.

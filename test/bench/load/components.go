@@ -76,8 +76,9 @@ func (g *generator) Handle(ctx context.Context, output module.Handler, port stri
 }
 
 // run paces sends with a 10 ms tick that hands out that tick's share of the
-// rate to the workers; a tick's share not taken by the next tick is counted
-// as missed, so a sender that cannot keep up shows in the figures.
+// rate to the workers; up to 100 ms of shares wait for a worker (a GC pause
+// is caught up), and beyond that they are counted as missed, so a sender
+// that cannot keep up shows in the figures.
 func (g *generator) run(ctx context.Context, output module.Handler, s Settings) {
 	log := module.Log(ctx)
 	if s.Workers <= 0 {
@@ -90,7 +91,7 @@ func (g *generator) run(ctx context.Context, output module.Handler, s Settings) 
 	}
 	const tick = 10 * time.Millisecond
 	perTick := max(1, s.Rate*int(tick)/int(time.Second))
-	tokens := make(chan struct{}, perTick)
+	tokens := make(chan struct{}, 10*perTick)
 	var sent, failed, missed, seq atomic.Int64
 	var lmu sync.Mutex
 	var latencies []time.Duration

@@ -21,12 +21,9 @@ import (
 	"flag"
 	"fmt"
 	"math"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -41,6 +38,7 @@ import (
 	"github.com/tinymod/tinymod/internal/controlplane"
 	"github.com/tinymod/tinymod/internal/replica"
 	"github.com/tinymod/tinymod/module"
+	"github.com/tinymod/tinymod/test/bench/benchutil"
 )
 
 func main() {
@@ -112,7 +110,7 @@ func run(rate int, duration time.Duration, replicas int, warmup time.Duration, m
 	}()
 	for _, mod := range []string{"load-src", "load-sink"} {
 		for i := range replicas {
-			p := &proc{id: fmt.Sprintf("%s-%d", mod, i), module: mod, metrics: freeAddr()}
+			p := &proc{id: fmt.Sprintf("%s-%d", mod, i), module: mod, metrics: benchutil.FreeAddr()}
 			p.log = filepath.Join(dir, p.id+".log")
 			f, err := os.Create(p.log)
 			if err != nil {
@@ -142,7 +140,7 @@ func run(rate int, duration time.Duration, replicas int, warmup time.Duration, m
 			return err
 		}
 	}
-	if err := poll(ctx, time.Minute, func() error {
+	if err := benchutil.Poll(ctx, time.Minute, 50*time.Millisecond, func() error {
 		for _, name := range []string{"gen", "sink"} {
 			n := &v1alpha1.TinyNode{}
 			if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, n); err != nil {
@@ -158,7 +156,7 @@ func run(rate int, duration time.Duration, replicas int, warmup time.Duration, m
 			return fmt.Errorf("load-sink has no address yet: %v", err)
 		}
 		for _, p := range procs {
-			if _, err := scrape(p.metrics); err != nil {
+			if _, err := benchutil.Scrape(p.metrics); err != nil {
 				return err
 			}
 		}
@@ -182,13 +180,13 @@ func run(rate int, duration time.Duration, replicas int, warmup time.Duration, m
 	}
 	time.Sleep(time.Until(startAt))
 	for _, p := range procs {
-		p.cpu0 = cpuSeconds(p.cmd.Process.Pid)
+		p.cpu0 = benchutil.CPUSeconds(p.cmd.Process.Pid)
 	}
 	sample := time.NewTicker(time.Second)
 	end := startAt.Add(duration)
 	for now := range sample.C {
 		for _, p := range procs {
-			p.rss = append(p.rss, rssKiB(p.cmd.Process.Pid))
+			p.rss = append(p.rss, benchutil.RSSKiB(p.cmd.Process.Pid))
 		}
 		if now.After(end) {
 			break
@@ -196,12 +194,12 @@ func run(rate int, duration time.Duration, replicas int, warmup time.Duration, m
 	}
 	sample.Stop()
 	for _, p := range procs {
-		p.cpu1 = cpuSeconds(p.cmd.Process.Pid)
+		p.cpu1 = benchutil.CPUSeconds(p.cmd.Process.Pid)
 	}
 	// The generators log their totals once their last send has returned.
 	var sent, failed, missed int64
 	var latency []string
-	if err := poll(ctx, 30*time.Second, func() error {
+	if err := benchutil.Poll(ctx, 30*time.Second, 50*time.Millisecond, func() error {
 		sent, failed, missed, latency = 0, 0, 0, nil
 		for _, p := range procs {
 			if p.module != "load-src" {
@@ -314,89 +312,11 @@ func received(procs []*proc) (int64, error) {
 		if p.module != "load-sink" {
 			continue
 		}
-		m, err := scrape(p.metrics)
+		m, err := benchutil.Scrape(p.metrics)
 		if err != nil {
 			return 0, err
 		}
-		total += m[`tinymod_messages_total{node="sink",port="in",result="ok"}`]
+		total += int64(m[`tinymod_messages_total{node="sink",port="in",result="ok"}`])
 	}
 	return total, nil
-}
-
-// scrape reads a Prometheus text page into sample → value.
-func scrape(addr string) (map[string]int64, error) {
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	out := map[string]int64{}
-	s := bufio.NewScanner(resp.Body)
-	s.Buffer(make([]byte, 1<<20), 1<<20)
-	for s.Scan() {
-		line := s.Text()
-		if strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err == nil {
-			out[line[:i]] = int64(v)
-		}
-	}
-	return out, s.Err()
-}
-
-func rssKiB(pid int) float64 {
-	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(rest)
-			if len(f) > 0 {
-				v, _ := strconv.ParseFloat(f[0], 64)
-				return v
-			}
-		}
-	}
-	return 0
-}
-
-// cpuSeconds is the process's user + system time.
-func cpuSeconds(pid int) float64 {
-	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	// Fields after the command (which may hold spaces) start after ')'.
-	s := string(data)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseFloat(f[11], 64)
-	stime, _ := strconv.ParseFloat(f[12], 64)
-	return (utime + stime) / 100 // USER_HZ
-}
-
-func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func poll(ctx context.Context, limit time.Duration, cond func() error) error {
-	deadline := time.Now().Add(limit)
-	for {
-		err := cond()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("not within %s: %w", limit, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

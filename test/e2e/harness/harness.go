@@ -19,10 +19,9 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/tinymod/tinymod/internal/controlplane"
 	"github.com/tinymod/tinymod/internal/controlplane/controlplanetest"
 	"github.com/tinymod/tinymod/internal/replica"
 )
@@ -80,13 +79,12 @@ func NewCluster(t testing.TB, kubeconfig []byte) *Cluster {
 // and returns its path, for a process that runs as that user.
 func (c *Cluster) KubeconfigFor(user string, cfg *rest.Config) string {
 	c.t.Helper()
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
-	kc.AuthInfos[user] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
-	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: user}
-	kc.CurrentContext = "test"
+	data, err := controlplane.Kubeconfig(user, cfg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
 	path := filepath.Join(c.Dir, "kubeconfig-"+user)
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+	if err := os.WriteFile(path, data, 0o600); err != nil {
 		c.t.Fatal(err)
 	}
 	return path
