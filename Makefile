@@ -4,7 +4,7 @@ SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
 GO ?= go
 
-.PHONY: all build generate tools controlplane test fuzz vet fmt-check bench demo clean
+.PHONY: all build generate tools controlplane test fuzz vet fmt-check bench chaos load scale demo clean
 
 all: build
 
@@ -52,10 +52,21 @@ fuzz:
 		$(GO) test -run XXX -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZTIME) $${t##*:} || exit 1; \
 	done
 
-## bench: micro-benchmarks and the failover/signal-latency table (minutes; not part of test)
+## bench: every benchmark beside its anchor, then one table of the figures (about 20 minutes; not part of test)
 bench: controlplane
-	$(GO) test -run XXX -bench . -benchtime 2s ./internal/scheduler/
-	$(GO) run ./test/bench/failover -trials 20 -default-trials 5
+	$(GO) run ./test/bench/report
+
+## chaos: the chaos suite's long profile, at the default lease durations (about 15 minutes)
+chaos: controlplane
+	TINYMOD_CHAOS=long $(GO) test -race -count=1 -run TestChaos -v -timeout 60m ./test/e2e/chaos/
+
+## load: 10k messages/s across two modules for 60 s, beside plain unary gRPC; RSS slope per replica
+load: controlplane
+	$(GO) run ./test/bench/load -rate 10000 -duration 60s
+
+## scale: 1000 TinyNodes on 3 replicas; time to run everywhere, steady-state API writes, memory per node
+scale: controlplane
+	$(GO) run ./test/bench/scale -nodes 1000 -steady 5m
 
 ## demo: three replicas and a sample flow on a local control plane, with a live view (Ctrl-C stops)
 demo: controlplane build

@@ -33,6 +33,10 @@ type RunOptions struct {
 	LogFormat                             string
 	TokenFile                             string
 	InsecureGRPC                          bool
+	// KubeQPS and KubeBurst bound the replica's API requests (0: the
+	// replica's defaults).
+	KubeQPS   float32
+	KubeBurst int
 	// LeaderJournal, if set, is the file that records leader-only work.
 	LeaderJournal string
 	// ShutdownTimeout bounds a graceful stop.
@@ -74,6 +78,8 @@ loss of any one of them.`,
 	f.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "bound on a graceful stop")
 	f.StringVar(&o.TokenFile, "grpc-token-file", "", "file holding the shared token that calls between modules carry (default $"+TokenEnv+")")
 	f.BoolVar(&o.InsecureGRPC, "insecure-grpc", false, "serve gRPC on a non-loopback address without a token")
+	f.Float32Var(&o.KubeQPS, "kube-api-qps", 0, "API requests a second this replica may make (0: 40); a leader writes every node's status at start-up")
+	f.IntVar(&o.KubeBurst, "kube-api-burst", 0, "API request burst (0: 60)")
 	f.StringVar(&o.LeaderJournal, "leader-journal", "", "append a JSON line to this file each time leadership is confirmed for leader-only work, "+
 		"with identity, lease transitions and CLOCK_MONOTONIC times, for auditing that no two replicas lead at once")
 	_ = cmd.MarkFlagRequired("name")
@@ -139,6 +145,12 @@ func run(ctx context.Context, o RunOptions, version string, components []module.
 		return fmt.Errorf("kubeconfig: %w", err)
 	}
 
+	if o.KubeQPS > 0 {
+		cfg.QPS = o.KubeQPS
+	}
+	if o.KubeBurst > 0 {
+		cfg.Burst = o.KubeBurst
+	}
 	token := os.Getenv(TokenEnv)
 	if o.TokenFile != "" {
 		data, err := os.ReadFile(o.TokenFile)

@@ -158,15 +158,17 @@ func (r *TinyNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		return ctrl.Result{}, nil
 	}
 
+	// Run the node first: on the leader, the writes below wait their turn
+	// behind the client's rate limit, and the node need not.
+	problems := r.Scheduler.Update(ctx, node)
+	changed := r.remember(node, problems)
+
 	if isLeader && !controllerutil.ContainsFinalizer(node, NodeFinalizer) {
 		controllerutil.AddFinalizer(node, NodeFinalizer)
 		if err := r.Client.Update(ctx, node); err != nil {
 			return ctrl.Result{}, fmt.Errorf("add finalizer to node %s: %w", node.Name, err)
 		}
 	}
-
-	problems := r.Scheduler.Update(ctx, node)
-	changed := r.remember(node, problems)
 
 	if !isLeader {
 		// Stay in sync; a reader never writes.

@@ -129,10 +129,14 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	log := opts.Log.WithValues("module", opts.Module.Name, "identity", opts.Identity)
 	opts.Config = rest.CopyConfig(opts.Config)
-	if opts.Config.QPS == 0 {
+	if opts.Config.QPS == 0 && opts.Config.Burst == 0 {
 		// client-go's default of 5 requests a second starves a leader that
 		// delivers signals; these match controller-runtime's own defaults x2.
 		opts.Config.QPS, opts.Config.Burst = 40, 60
+	} else if opts.Config.QPS == 0 {
+		opts.Config.QPS = 40
+	} else if opts.Config.Burst == 0 {
+		opts.Config.Burst = int(opts.Config.QPS * 1.5)
 	}
 	// Writes to tinymod's kinds leave only a replica that leads (or holds the
 	// lease while it flushes on the way out), checked as they are sent.

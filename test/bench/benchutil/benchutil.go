@@ -5,6 +5,7 @@ package benchutil
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -92,4 +93,31 @@ func CPUSeconds(pid int) float64 {
 	utime, _ := strconv.ParseFloat(f[11], 64)
 	stime, _ := strconv.ParseFloat(f[12], 64)
 	return (utime + stime) / 100 // USER_HZ
+}
+
+// Row is one figure of the benchmark report.
+type Row struct {
+	Figure      string `json:"figure"`
+	Value       string `json:"value"`
+	Anchor      string `json:"anchor,omitempty"`
+	AnchorValue string `json:"anchorValue,omitempty"`
+	Ratio       string `json:"ratio,omitempty"`
+	Goal        string `json:"goal,omitempty"`
+	Command     string `json:"command,omitempty"`
+}
+
+// WriteRows appends rows to path, one JSON object a line.
+func WriteRows(path string, rows []Row) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for _, r := range rows {
+		line, _ := json.Marshal(r)
+		if _, err := f.Write(append(line, '\n')); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -41,16 +41,31 @@ import (
 	"github.com/tinymod/tinymod/internal/leader"
 	"github.com/tinymod/tinymod/internal/replica"
 	"github.com/tinymod/tinymod/module"
+	"github.com/tinymod/tinymod/test/bench/benchutil"
 )
 
 func main() {
 	trials := flag.Int("trials", 20, "trials per elector and scenario at the short durations")
 	defaultTrials := flag.Int("default-trials", 5, "trials per elector and scenario at the default durations (0 skips them)")
 	signals := flag.Int("signals", 200, "signals for the latency measurement")
+	flag.StringVar(&rowsFile, "rows", "", "also write the figures as JSON rows to this file (for the benchmark report)")
 	flag.Parse()
 	if err := run(*trials, *defaultTrials, *signals); err != nil {
 		fmt.Fprintln(os.Stderr, "failover:", err)
 		os.Exit(1)
+	}
+}
+
+// rowsFile, if set, receives the figures as report rows.
+var rowsFile string
+
+func addRow(r benchutil.Row) {
+	if rowsFile == "" {
+		return
+	}
+	r.Command = "make bench"
+	if err := benchutil.WriteRows(rowsFile, []benchutil.Row{r}); err != nil {
+		fmt.Fprintln(os.Stderr, "failover:", err)
 	}
 }
 
@@ -105,6 +120,13 @@ func run(trials, defaultTrials, signals int) error {
 			t50, t99, _ := stats(results["tinymod"])
 			c50, c99, _ := stats(results["client-go"])
 			fmt.Printf("%-22s %-9s %-9s %7s %9.2fx %9.2fx\n", conf.name, scenario, "ratio", "", float64(t50)/float64(c50), float64(t99)/float64(c99))
+			goal := "≤ 250 ms"
+			if scenario == "crash" {
+				goal = fmt.Sprintf("≤ %s", conf.cfg.LeaseDuration+250*time.Millisecond)
+			}
+			addRow(benchutil.Row{Figure: fmt.Sprintf("failover p99, %s, %s (%d trials)", scenario, conf.name, conf.trials),
+				Value: round(t99).String(), Anchor: "client-go leaderelection", AnchorValue: round(c99).String(),
+				Ratio: fmt.Sprintf("%.2f×", float64(t99)/float64(c99)), Goal: goal})
 		}
 	}
 	return signalLatency(cp, c, signals)
@@ -338,5 +360,10 @@ func signalLatency(cp *controlplane.ControlPlane, c client.WithWatch, n int) err
 		p50, p99, mx := stats(row.ds)
 		fmt.Printf("%-34s %7d %10s %10s %10s\n", row.name, len(row.ds), round(p50), round(p99), round(mx))
 	}
+	h50, h99, _ := stats(handled)
+	w50, w99, _ := stats(watched)
+	addRow(benchutil.Row{Figure: "signal create → Handle on the leader, p50 / p99", Value: round(h50).String() + " / " + round(h99).String(),
+		Anchor: "bare watch of the same creates", AnchorValue: round(w50).String() + " / " + round(w99).String(),
+		Ratio: fmt.Sprintf("%.2f×", float64(h50)/float64(w50)), Goal: "p50 ≤ 20 ms"})
 	return nil
 }

@@ -75,19 +75,42 @@ func (g *generator) Handle(ctx context.Context, output module.Handler, port stri
 	return nil
 }
 
-// run paces sends with a 10 ms tick that hands out that tick's share of the
-// rate to the workers; up to 100 ms of shares wait for a worker (a GC pause
-// is caught up), and beyond that they are counted as missed, so a sender
-// that cannot keep up shows in the figures.
+// run sends from StartAt, then logs the totals.
 func (g *generator) run(ctx context.Context, output module.Handler, s Settings) {
 	log := module.Log(ctx)
-	if s.Workers <= 0 {
-		s.Workers = 32
-	}
 	select {
 	case <-time.After(time.Until(time.UnixMilli(s.StartAt))):
 	case <-ctx.Done():
 		return
+	}
+	var logged atomic.Int64
+	r := pace(ctx, s, func(seq int64) error {
+		res := output(ctx, "out", Message{Seq: seq})
+		if err, ok := res.(error); ok && err != nil {
+			if logged.Add(1) <= 5 {
+				log.Error(err, "send failed")
+			}
+			return err
+		}
+		return nil
+	})
+	log.Info("load finished", "sent", r.Sent, "failed", r.Failed, "missed", r.Missed, "p50", r.P50, "p99", r.P99, "p999", r.P999)
+}
+
+// result is what a paced run did; it is also the line a sender logs.
+type result struct {
+	Msg                  string `json:"msg"`
+	Sent, Failed, Missed int64
+	P50, P99, P999       string
+}
+
+// pace calls send at s.Rate a second for s.Seconds from s.Workers goroutines.
+// A 10 ms tick hands out that tick's share of the rate; up to 100 ms of shares
+// wait for a worker (a GC pause is caught up), and beyond that they are
+// counted as missed, so a sender that cannot keep up shows in the figures.
+func pace(ctx context.Context, s Settings, send func(seq int64) error) result {
+	if s.Workers <= 0 {
+		s.Workers = 32
 	}
 	const tick = 10 * time.Millisecond
 	perTick := max(1, s.Rate*int(tick)/int(time.Second))
@@ -104,14 +127,12 @@ func (g *generator) run(ctx context.Context, output module.Handler, s Settings) 
 			for range tokens {
 				n := seq.Add(1)
 				start := time.Now()
-				res := output(ctx, "out", Message{Seq: n})
+				err := send(n)
 				if n%16 == 0 {
 					mine = append(mine, time.Since(start))
 				}
-				if err, ok := res.(error); ok && err != nil {
-					if failed.Add(1) <= 5 {
-						log.Error(err, "send failed")
-					}
+				if err != nil {
+					failed.Add(1)
 					continue
 				}
 				sent.Add(1)
@@ -139,14 +160,13 @@ func (g *generator) run(ctx context.Context, output module.Handler, s Settings) 
 	close(tokens)
 	wg.Wait()
 	sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
-	q := func(p float64) time.Duration {
+	q := func(p float64) string {
 		if len(latencies) == 0 {
-			return 0
+			return "0s"
 		}
-		return latencies[int(p*float64(len(latencies)-1))]
+		return latencies[int(p*float64(len(latencies)-1))].String()
 	}
-	log.Info("load finished", "sent", sent.Load(), "failed", failed.Load(), "missed", missed.Load(),
-		"p50", q(0.50).String(), "p99", q(0.99).String(), "p999", q(0.999).String())
+	return result{Msg: "load finished", Sent: sent.Load(), Failed: failed.Load(), Missed: missed.Load(), P50: q(0.50), P99: q(0.99), P999: q(0.999)}
 }
 
 // counter counts what reaches it (the scheduler's own metrics do the

@@ -55,8 +55,9 @@ func main() {
 	nodes := flag.Int("nodes", 1000, "TinyNodes to create")
 	replicas := flag.Int("replicas", 3, "replicas of the module")
 	steady := flag.Duration("steady", 5*time.Minute, "steady stretch over which API writes are counted")
+	rowsFile := flag.String("rows", "", "also write the figures as JSON rows to this file (for the benchmark report)")
 	flag.Parse()
-	if err := run(*nodes, *replicas, *steady); err != nil {
+	if err := run(*nodes, *replicas, *steady, *rowsFile); err != nil {
 		fmt.Fprintln(os.Stderr, "scale:", err)
 		os.Exit(1)
 	}
@@ -72,7 +73,7 @@ const (
 	moduleName = "scale"
 )
 
-func run(nodes, replicas int, steady time.Duration) error {
+func run(nodes, replicas int, steady time.Duration, rowsFile string) error {
 	dir, err := os.MkdirTemp("", "tinymod-scale-")
 	if err != nil {
 		return err
@@ -236,6 +237,14 @@ func run(nodes, replicas int, steady time.Duration) error {
 		fmt.Printf("| every node running on %s | %s |\n", p.id, runningAt[p.id].Round(time.Millisecond))
 	}
 	fmt.Printf("| every node's status Ready (written by the leader) | %s |\n\n", readyAt.Round(time.Millisecond))
+	var slowest time.Duration
+	for _, d := range runningAt {
+		slowest = max(slowest, d)
+	}
+	rows := []benchutil.Row{
+		{Figure: fmt.Sprintf("scale: %d nodes running on all %d replicas, from the first create", nodes, replicas), Value: slowest.Round(time.Millisecond).String()},
+		{Figure: fmt.Sprintf("scale: %d nodes' status Ready (leader's writes, client limit 40/s)", nodes), Value: readyAt.Round(time.Millisecond).String()},
+	}
 
 	holder := leaseHolder(ctx, c)
 	retry := leader.DefaultRetryPeriod
@@ -243,6 +252,7 @@ func run(nodes, replicas int, steady time.Duration) error {
 	fmt.Printf("| replica | role | resource | writes | anchor: one renewal per retry period (%s) | ratio |\n|---|---|---|---:|---:|---:|\n", retry)
 	var problems []error
 	expected := float64(steadyTo.Sub(steadyFrom)) / float64(retry)
+	other, leases := 0, 0
 	for _, p := range procs {
 		role := "reader"
 		if p.id == holder {
@@ -259,12 +269,16 @@ func run(nodes, replicas int, steady time.Duration) error {
 			anchor, ratio := "", ""
 			if strings.HasPrefix(k, "leases ") {
 				anchor, ratio = fmt.Sprintf("%.0f", expected), fmt.Sprintf("%.2f", float64(n)/expected)
+				leases += n
 			} else {
+				other += n
 				problems = append(problems, fmt.Errorf("%s (%s) wrote %d × %s in the steady stretch", p.id, role, n, k))
 			}
 			fmt.Printf("| %s | %s | %s | %d | %s | %s |\n", p.id, role, k, n, anchor, ratio)
 		}
 	}
+	rows = append(rows, benchutil.Row{Figure: fmt.Sprintf("scale: API writes in %s of steady state, all replicas", steady),
+		Value: fmt.Sprintf("%d Lease renewals, %d other", leases, other), Goal: "Lease renewals only"})
 	fmt.Printf("\nmemory, with no nodes and with %d (RSS; Go heap in use):\n\n", nodes)
 	fmt.Printf("| replica | RSS empty | RSS full | RSS per node | heap empty | heap full | heap per node |\n|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, p := range procs {
@@ -272,6 +286,16 @@ func run(nodes, replicas int, steady time.Duration) error {
 		fmt.Printf("| %s | %.1f MiB | %.1f MiB | %.1f KiB | %.1f MiB | %.1f MiB | %.1f KiB |\n", p.id,
 			e.rss/(1<<20), f.rss/(1<<20), (f.rss-e.rss)/float64(nodes)/1024,
 			e.heap/(1<<20), f.heap/(1<<20), (f.heap-e.heap)/float64(nodes)/1024)
+		rows = append(rows, benchutil.Row{Figure: "scale: memory per node on " + p.id,
+			Value: fmt.Sprintf("%.1f KiB RSS, %.1f KiB Go heap", (f.rss-e.rss)/float64(nodes)/1024, (f.heap-e.heap)/float64(nodes)/1024)})
+	}
+	if rowsFile != "" {
+		for i := range rows {
+			rows[i].Command = "make scale"
+		}
+		if err := benchutil.WriteRows(rowsFile, rows); err != nil {
+			return err
+		}
 	}
 	return errors.Join(problems...)
 }

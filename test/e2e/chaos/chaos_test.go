@@ -30,6 +30,7 @@ import (
 	"github.com/tinymod/tinymod/internal/controlplane/controlplanetest"
 	"github.com/tinymod/tinymod/internal/leader"
 	"github.com/tinymod/tinymod/internal/replica"
+	"github.com/tinymod/tinymod/test/bench/benchutil"
 	"github.com/tinymod/tinymod/test/e2e/harness"
 )
 
@@ -432,6 +433,22 @@ func TestChaos(t *testing.T) {
 		return fmt.Errorf("no tick from the last leader %s", final)
 	})
 
+	if path := os.Getenv("TINYMOD_BENCH_ROWS"); path != "" {
+		cmd := "go test -run TestChaos ./test/e2e/chaos/"
+		if p.name == "long" {
+			cmd = "make chaos"
+		}
+		err := benchutil.WriteRows(path, []benchutil.Row{
+			{Figure: fmt.Sprintf("chaos (%s): signals lost, of %d", p.name, p.signals), Value: fmt.Sprint(len(missing)), Goal: "0", Command: cmd},
+			{Figure: fmt.Sprintf("chaos (%s): duplicate deliveries", p.name), Value: fmt.Sprint(dups), Anchor: "leader deaths", AnchorValue: fmt.Sprint(deaths),
+				Ratio: fmt.Sprintf("%.2f", float64(dups)/float64(max(deaths, 1))), Goal: "≤ leader deaths", Command: cmd},
+			{Figure: fmt.Sprintf("chaos (%s): leader-only claims overlapping, or outside the Lease's terms", p.name), Value: fmt.Sprint(len(leader.CheckClaims(claims, history.Records()))),
+				Anchor: "claims checked", AnchorValue: fmt.Sprint(len(claims)), Goal: "0", Command: cmd},
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	}
 	actions := map[string]int{}
 	for _, c := range claims {
 		actions[strings.Fields(c.Action)[0]]++
