@@ -4,7 +4,7 @@ SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
 GO ?= go
 
-.PHONY: all build generate tools controlplane test fuzz vet fmt-check bench chaos load scale demo clean
+.PHONY: all build generate manifests helm tools controlplane test fuzz vet fmt-check bench chaos load scale demo clean
 
 all: build
 
@@ -16,6 +16,14 @@ build:
 generate: tools
 	$(GO) tool controller-gen object paths=./api/... crd paths=./api/... output:crd:artifacts:config=config/crd/bases
 	$(GO) generate ./internal/transport/
+
+## manifests: the chart's CRDs and config/deploy (the kustomize base), rendered from their sources
+manifests: generate
+	hack/render-manifests.sh
+
+## helm: the pinned helm, built from the Go module proxy (cached; skipped when present)
+helm:
+	@hack/helm/build.sh >/dev/null
 
 ## tools: protoc, from Debian's protobuf-compiler, when missing (the Go plugins are pinned Go tools)
 tools:
@@ -38,7 +46,7 @@ fmt-check:
 
 ## test: the whole suite, on a real API server, with the race detector; never from the test cache,
 ## since some tests build and run the binary, which the cache cannot see
-test: tools controlplane vet fmt-check
+test: tools controlplane helm vet fmt-check
 	$(GO) test -race -count=1 -timeout 20m ./...
 	@$(MAKE) --no-print-directory fuzz
 

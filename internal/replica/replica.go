@@ -129,6 +129,11 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	log := opts.Log.WithValues("module", opts.Module.Name, "identity", opts.Identity)
 	opts.Config = rest.CopyConfig(opts.Config)
+	if opts.Config.UserAgent == "" {
+		// Tells the replicas of a module apart in the API server's audit log,
+		// even when they share a service account.
+		opts.Config.UserAgent = fmt.Sprintf("tinymod/%s (module %s; identity %s)", opts.Module.Version, opts.Module.Name, opts.Identity)
+	}
 	if opts.Config.QPS == 0 && opts.Config.Burst == 0 {
 		// client-go's default of 5 requests a second starves a leader that
 		// delivers signals; these match controller-runtime's own defaults x2.

@@ -216,6 +216,8 @@ type AuditEvent struct {
 	ResponseStatus struct {
 		Code int `json:"code"`
 	} `json:"responseStatus"`
+	// UserAgent of the client; a tinymod replica's names its identity.
+	UserAgent string `json:"userAgent"`
 	// Received is when the API server received the request.
 	Received metav1.MicroTime `json:"requestReceivedTimestamp"`
 }
@@ -223,6 +225,19 @@ type AuditEvent struct {
 // Writes returns the writes user made in namespace ns, as the API server's
 // audit log records them.
 func (e *Env) Writes(t testing.TB, user, ns string) []AuditEvent {
+	t.Helper()
+	var out []AuditEvent
+	for _, ev := range e.AllWrites(t, ns) {
+		if ev.User.Username == user {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// AllWrites returns every write in namespace ns, as the API server's audit
+// log records them.
+func (e *Env) AllWrites(t testing.TB, ns string) []AuditEvent {
 	t.Helper()
 	data, err := os.ReadFile(e.AuditLogPath)
 	if err != nil {
@@ -237,7 +252,7 @@ func (e *Env) Writes(t testing.TB, user, ns string) []AuditEvent {
 		if err := json.Unmarshal(line, &ev); err != nil {
 			continue // a line being written
 		}
-		if ev.User.Username == user && ev.ObjectRef.Namespace == ns {
+		if ev.ObjectRef.Namespace == ns {
 			out = append(out, ev)
 		}
 	}

@@ -121,3 +121,11 @@ func WriteRows(path string, rows []Row) error {
 	}
 	return nil
 }
+
+// Ratio formats a/b for the report, with the digits a small ratio needs.
+func Ratio(r float64) string {
+	if r < 0.1 {
+		return fmt.Sprintf("%.3f×", r)
+	}
+	return fmt.Sprintf("%.2f×", r)
+}

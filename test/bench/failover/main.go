@@ -63,7 +63,7 @@ func addRow(r benchutil.Row) {
 	if rowsFile == "" {
 		return
 	}
-	r.Command = "make bench"
+	r.Command = "go run ./test/bench/failover -trials 20 -default-trials 5"
 	if err := benchutil.WriteRows(rowsFile, []benchutil.Row{r}); err != nil {
 		fmt.Fprintln(os.Stderr, "failover:", err)
 	}
@@ -126,7 +126,7 @@ func run(trials, defaultTrials, signals int) error {
 			}
 			addRow(benchutil.Row{Figure: fmt.Sprintf("failover p99, %s, %s (%d trials)", scenario, conf.name, conf.trials),
 				Value: round(t99).String(), Anchor: "client-go leaderelection", AnchorValue: round(c99).String(),
-				Ratio: fmt.Sprintf("%.2f×", float64(t99)/float64(c99)), Goal: goal})
+				Ratio: benchutil.Ratio(float64(t99) / float64(c99)), Goal: goal})
 		}
 	}
 	return signalLatency(cp, c, signals)

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/go-logr/logr"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,6 +34,7 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
 	"github.com/tinymod/tinymod/cli"
@@ -71,6 +73,7 @@ func main() {
 	flag.BoolVar(&o.baseline, "baseline", true, "also run the plain unary gRPC baseline")
 	flag.StringVar(&o.rows, "rows", "", "also write the figures as JSON rows to this file (for the benchmark report)")
 	flag.Parse()
+	ctrllog.SetLogger(logr.Discard())
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
 		os.Exit(1)

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/go-logr/logr"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,6 +34,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
 	"github.com/tinymod/tinymod/cli"
@@ -57,6 +59,7 @@ func main() {
 	steady := flag.Duration("steady", 5*time.Minute, "steady stretch over which API writes are counted")
 	rowsFile := flag.String("rows", "", "also write the figures as JSON rows to this file (for the benchmark report)")
 	flag.Parse()
+	ctrllog.SetLogger(logr.Discard())
 	if err := run(*nodes, *replicas, *steady, *rowsFile); err != nil {
 		fmt.Fprintln(os.Stderr, "scale:", err)
 		os.Exit(1)
