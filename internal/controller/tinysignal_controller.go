@@ -274,10 +274,7 @@ func (r *TinySignalReconciler) deliver(term context.Context, sig *v1alpha1.TinyS
 		act, wait := r.retry.next(classify(result), sig.Status.Attempts)
 		switch act {
 		case deleteSignal:
-			// The version this leader last wrote: if a newer leader has
-			// written the signal since, the delete fails and leaves it to it.
-			pre := client.Preconditions{UID: &sig.UID, ResourceVersion: &sig.ResourceVersion}
-			if err := r.Client.Delete(context.Background(), sig, pre); err != nil && !apierrors.IsNotFound(err) {
+			if err := r.Client.Delete(context.Background(), sig, client.Preconditions{UID: &sig.UID}); err != nil && !apierrors.IsNotFound(err) {
 				pause(term, r.retry.Base)
 				continue
 			}

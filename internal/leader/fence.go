@@ -19,7 +19,7 @@ var ErrFenced = errors.New("not the leader: the write was not sent")
 //
 // It narrows, but cannot close, the window in which a leader paused between
 // the check and the send writes after its lease has passed to another:
-// resourceVersion preconditions on the writes close the rest.
+// resourceVersion preconditions on status writes narrow the rest.
 type Fence struct {
 	// Groups are the API groups whose writes are leader-only.
 	Groups []string
