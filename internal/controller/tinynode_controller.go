@@ -159,8 +159,9 @@ func (r *TinyNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	}
 
 	// Run the node first: on the leader, the writes below wait their turn
-	// behind the client's rate limit, and the node need not.
-	problems := r.Scheduler.Update(ctx, node)
+	// behind the client's rate limit, and the node need not. The scheduler
+	// keeps what it is given, and the finalizer's write changes node.
+	problems := r.Scheduler.Update(ctx, node.DeepCopy())
 	changed := r.remember(node, problems)
 
 	if isLeader && !controllerutil.ContainsFinalizer(node, NodeFinalizer) {
