@@ -51,6 +51,9 @@ type TinyNodeReconciler struct {
 	Recorder events.EventRecorder
 	// Namespace of the module.
 	Namespace string
+	// Cleanup, if set, removes the cluster resources a deleted node made
+	// through its _client port, before the leader releases its finalizer.
+	Cleanup func(ctx context.Context, node string) error
 
 	resync chan event.GenericEvent
 
@@ -150,6 +153,12 @@ func (r *TinyNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if !node.DeletionTimestamp.IsZero() || node.Spec.Module != r.Scheduler.Module().Name {
 		r.forget(node.Name)
 		if isLeader && controllerutil.ContainsFinalizer(node, NodeFinalizer) {
+			// What the node made through its _client port goes with it.
+			if r.Cleanup != nil && r.Scheduler.UsesClient(node.Spec.Component) {
+				if err := r.Cleanup(ctx, node.Name); err != nil {
+					return ctrl.Result{}, fmt.Errorf("remove the resources of node %s: %w", node.Name, err)
+				}
+			}
 			controllerutil.RemoveFinalizer(node, NodeFinalizer)
 			if err := r.Client.Update(ctx, node); err != nil && !apierrors.IsNotFound(err) {
 				return ctrl.Result{}, fmt.Errorf("release node %s: %w", node.Name, err)
@@ -158,16 +167,22 @@ func (r *TinyNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		return ctrl.Result{}, nil
 	}
 
-	// Run the node first: on the leader, the writes below wait their turn
-	// behind the client's rate limit, and the node need not. The scheduler
-	// keeps what it is given, and the finalizer's write changes node.
+	// A node that may own cluster resources (its component has a _client
+	// port) gets its finalizer before it runs, so that nothing it makes
+	// outlives it. Any other runs first: on the leader the finalizer's write
+	// waits its turn behind the client's rate limit, and the node need not.
+	owns := r.Scheduler.UsesClient(node.Spec.Component)
+	if isLeader && owns {
+		if err := r.addFinalizer(ctx, node); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	// The scheduler keeps what it is given, and the finalizer's write changes node.
 	problems := r.Scheduler.Update(ctx, node.DeepCopy())
 	changed := r.remember(node, problems)
-
-	if isLeader && !controllerutil.ContainsFinalizer(node, NodeFinalizer) {
-		controllerutil.AddFinalizer(node, NodeFinalizer)
-		if err := r.Client.Update(ctx, node); err != nil {
-			return ctrl.Result{}, fmt.Errorf("add finalizer to node %s: %w", node.Name, err)
+	if isLeader && !owns {
+		if err := r.addFinalizer(ctx, node); err != nil {
+			return ctrl.Result{}, err
 		}
 	}
 
@@ -185,6 +200,17 @@ func (r *TinyNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{RequeueAfter: 5 * time.Minute}, nil
+}
+
+func (r *TinyNodeReconciler) addFinalizer(ctx context.Context, node *v1alpha1.TinyNode) error {
+	if controllerutil.ContainsFinalizer(node, NodeFinalizer) {
+		return nil
+	}
+	controllerutil.AddFinalizer(node, NodeFinalizer)
+	if err := r.Client.Update(ctx, node); err != nil {
+		return fmt.Errorf("add finalizer to node %s: %w", node.Name, err)
+	}
+	return nil
 }
 
 func (r *TinyNodeReconciler) forget(name string) {

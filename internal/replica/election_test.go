@@ -190,12 +190,23 @@ func (h *harness) startElected(identity string, log *workLog) *testReplica {
 }
 
 func (h *harness) runReplica(identity string, cfg *rest.Config, proxy *controlplane.Proxy, log *workLog) *testReplica {
+	return h.runComponents(identity, cfg, proxy, &failover{identity: identity, log: log})
+}
+
+// runWith runs an elected replica, as its own user, with extra components.
+func (h *harness) runWith(identity string, extra ...module.Component) *testReplica {
+	h.t.Helper()
+	proxy, cfg := controlplanetest.NewProxy(h.t, h.env.UserConfig(h.t, identity))
+	return h.runComponents(identity, cfg, proxy, extra...)
+}
+
+func (h *harness) runComponents(identity string, cfg *rest.Config, proxy *controlplane.Proxy, extra ...module.Component) *testReplica {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &testReplica{identity: identity, proxy: proxy, cancel: cancel, done: make(chan error, 1)}
 	go func() {
 		r.done <- replica.Run(ctx, replica.Options{
 			Module:     module.Info{Name: moduleName, Version: "v0.0.1-test"},
-			Components: append(testComponents(), &failover{identity: identity, log: log}),
+			Components: append(testComponents(), extra...),
 			Config:     cfg,
 			Namespace:  h.ns,
 			Identity:   identity,

@@ -31,6 +31,7 @@ import (
 	"github.com/tinymod/tinymod/api/v1alpha1"
 	"github.com/tinymod/tinymod/internal/controller"
 	"github.com/tinymod/tinymod/internal/leader"
+	"github.com/tinymod/tinymod/internal/resources"
 	"github.com/tinymod/tinymod/internal/scheduler"
 	"github.com/tinymod/tinymod/internal/transport"
 	"github.com/tinymod/tinymod/module"
@@ -233,6 +234,9 @@ func Run(ctx context.Context, opts Options) error {
 		Leader:    status,
 		Recorder:  mgr.GetEventRecorder("tinymod/" + opts.Module.Name),
 		Namespace: opts.Namespace,
+		Cleanup: func(ctx context.Context, node string) error {
+			return resources.Cleanup(ctx, mgr.GetClient(), mgr.GetAPIReader(), opts.Namespace, node)
+		},
 	}
 	statusW = &controller.StatusWriter{
 		Client:    mgr.GetClient(),
@@ -248,11 +252,15 @@ func Run(ctx context.Context, opts Options) error {
 		Module:     opts.Module,
 		Components: opts.Components,
 		Leader:     status,
-		Status:     statusW,
-		Lookup:     nodes.Lookup,
-		Transport:  transportClient,
-		Metrics:    ctrlmetrics.Registry,
-		Log:        log.WithName("scheduler"),
+		Resources: func(node string) module.ResourceManager {
+			return &resources.Manager{Client: mgr.GetClient(), Read: mgr.GetAPIReader(), Namespace: opts.Namespace,
+				Module: opts.Module.Name, Node: node, Leader: status}
+		},
+		Status:    statusW,
+		Lookup:    nodes.Lookup,
+		Transport: transportClient,
+		Metrics:   ctrlmetrics.Registry,
+		Log:       log.WithName("scheduler"),
 	})
 	if err != nil {
 		return fmt.Errorf("replica: %w", err)

@@ -42,6 +42,7 @@ type instance struct {
 	// updateMu serialises update so settings are delivered in order.
 	updateMu sync.Mutex
 	settings []byte // canonical JSON of the settings last delivered
+	client   bool   // the resource manager has been delivered on _client
 
 	mu       sync.RWMutex
 	ports    map[string]*port   // the component's ports by name
@@ -108,6 +109,12 @@ func (inst *instance) update(node *v1alpha1.TinyNode) []Problem {
 	// ports (a router's routes), wire again against the new ones.
 	mappings, mappingProblems := compileMappings(node)
 	edgeProblems := inst.wire(node, mappings)
+	// A component that declares _client gets its resource manager once,
+	// before its first settings.
+	if !inst.client && inst.s.opts.Resources != nil && inst.portLocked(v1alpha1.ClientPort) != nil {
+		inst.client = true
+		inst.deliverSystem(v1alpha1.ClientPort, inst.s.opts.Resources(inst.name))
+	}
 	var settingsRaw []byte
 	for _, pc := range node.Spec.Ports {
 		if pc.From == "" && pc.Port == v1alpha1.SettingsPort && pc.Configuration != nil {

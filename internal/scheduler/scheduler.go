@@ -69,6 +69,9 @@ type Options struct {
 	Log logr.Logger
 	// MaxDepth bounds the hops of one message. Defaults to DefaultMaxDepth.
 	MaxDepth int
+	// Resources returns the resource manager of a node, delivered on the
+	// _client port to components that declare it; nil delivers none.
+	Resources func(node string) module.ResourceManager
 }
 
 // Scheduler holds the instances of a module's nodes.
@@ -119,6 +122,21 @@ func New(opts Options) (*Scheduler, error) {
 	}
 	s.metrics = m
 	return s, nil
+}
+
+// UsesClient reports whether the named component declares the _client port:
+// its nodes may own cluster resources.
+func (s *Scheduler) UsesClient(component string) bool {
+	c, ok := s.components[component]
+	if !ok {
+		return false
+	}
+	for _, p := range c.Ports() {
+		if p.Name == v1alpha1.ClientPort {
+			return true
+		}
+	}
+	return false
 }
 
 // Module returns the module the scheduler runs nodes for.

@@ -28,6 +28,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
@@ -323,29 +324,7 @@ func TestRunsUnderChartRBAC(t *testing.T) {
 	env := controlplanetest.Start(t)
 	ns := env.Namespace(t)
 	ctx := controlplanetest.Context(t, 3*time.Minute)
-	objs := objects(t, render(t, ns))
-	var rbacObjs []*unstructured.Unstructured
-	for _, o := range objs {
-		switch o.GetKind() {
-		case "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding":
-			rbacObjs = append(rbacObjs, o)
-			if err := env.Client.Create(ctx, o); err != nil {
-				t.Fatalf("%s %s: %v", o.GetKind(), o.GetName(), err)
-			}
-		}
-	}
-	// Only namespaced Roles: nothing cluster-wide.
-	for _, o := range rbacObjs {
-		if strings.HasPrefix(o.GetKind(), "Cluster") {
-			t.Errorf("the chart grants %s %s", o.GetKind(), o.GetName())
-		}
-	}
-	sa := find(objs, "ServiceAccount", "").GetName()
-	user := fmt.Sprintf("system:serviceaccount:%s:%s", ns, sa)
-	cfg, err := env.AddUser(user, "system:serviceaccounts", "system:serviceaccounts:"+ns, "system:authenticated")
-	if err != nil {
-		t.Fatal(err)
-	}
+	user, cfg, rbacObjs := underChartRBAC(t, env, ns)
 	kc, err := controlplane.Kubeconfig("sa", cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -451,11 +430,44 @@ func TestRunsUnderChartRBAC(t *testing.T) {
 	checkRules(t, rbacObjs)
 }
 
+// underChartRBAC renders the chart for ns, creates its ServiceAccount,
+// Roles and RoleBindings, and returns a user of the API server that is that
+// service account, with its config, and the RBAC objects.
+func underChartRBAC(t *testing.T, env *controlplanetest.Env, ns string) (string, *rest.Config, []*unstructured.Unstructured) {
+	t.Helper()
+	ctx := controlplanetest.Context(t, time.Minute)
+	objs := objects(t, render(t, ns))
+	var rbacObjs []*unstructured.Unstructured
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding":
+			rbacObjs = append(rbacObjs, o)
+			if err := env.Client.Create(ctx, o); err != nil {
+				t.Fatalf("%s %s: %v", o.GetKind(), o.GetName(), err)
+			}
+		}
+	}
+	// Only namespaced Roles: nothing cluster-wide.
+	for _, o := range rbacObjs {
+		if strings.HasPrefix(o.GetKind(), "Cluster") {
+			t.Errorf("the chart grants %s %s", o.GetKind(), o.GetName())
+		}
+	}
+	sa := find(objs, "ServiceAccount", "").GetName()
+	user := fmt.Sprintf("system:serviceaccount:%s:%s", ns, sa)
+	cfg, err := env.AddUser(user, "system:serviceaccounts", "system:serviceaccounts:"+ns, "system:authenticated")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return user, cfg, rbacObjs
+}
+
 // checkRules keeps the Roles least-privileged: no wildcard, no Secrets, and
-// only tinymod's kinds, Leases and Events.
+// only tinymod's kinds, Leases, Events, and the Services and Ingresses of
+// exposed ports.
 func checkRules(t *testing.T, objs []*unstructured.Unstructured) {
 	t.Helper()
-	allowed := map[string]bool{"operator.tinysystems.io": true, "coordination.k8s.io": true, "events.k8s.io": true}
+	allowed := map[string]bool{"operator.tinysystems.io": true, "coordination.k8s.io": true, "events.k8s.io": true, "networking.k8s.io": true, "": true}
 	for _, o := range objs {
 		if o.GetKind() != "Role" {
 			continue
@@ -469,6 +481,10 @@ func checkRules(t *testing.T, objs []*unstructured.Unstructured) {
 			}
 			if slices.Contains(r.Verbs, "*") || slices.Contains(r.Resources, "*") {
 				t.Errorf("role %s has a wildcard: %+v", role.Name, r)
+			}
+			// Of the core group, only Services (for exposed ports).
+			if slices.Contains(r.APIGroups, "") && !slices.Equal(r.Resources, []string{"services"}) {
+				t.Errorf("role %s grants core resources %v", role.Name, r.Resources)
 			}
 		}
 	}
