@@ -5,6 +5,7 @@ package components
 import (
 	"github.com/tinymod/tinymod/components/debug"
 	"github.com/tinymod/tinymod/components/delay"
+	"github.com/tinymod/tinymod/components/httpserver"
 	"github.com/tinymod/tinymod/components/router"
 	"github.com/tinymod/tinymod/components/signal"
 	"github.com/tinymod/tinymod/components/ticker"
@@ -13,5 +14,5 @@ import (
 
 // Standard returns one of each standard component.
 func Standard() []module.Component {
-	return []module.Component{&debug.Component{}, &delay.Component{}, &router.Component{}, &signal.Component{}, &ticker.Component{}}
+	return []module.Component{&debug.Component{}, &delay.Component{}, httpserver.New(), &router.Component{}, &signal.Component{}, &ticker.Component{}}
 }

@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
+	"github.com/tinymod/tinymod/components/httpserver"
 	"github.com/tinymod/tinymod/internal/controlplane/controlplanetest"
 	"github.com/tinymod/tinymod/internal/resources"
 	"github.com/tinymod/tinymod/module"
@@ -166,6 +171,90 @@ func TestClientPortExposesOnTheLeader(t *testing.T) {
 		err := h.c.Get(h.ctx, client.ObjectKeyFromObject(node), &v1alpha1.TinyNode{})
 		if len(s)+len(i) != 0 || !apierrors.IsNotFound(err) {
 			return fmt.Errorf("after delete: %d Services, %d Ingresses, node %v", len(s), len(i), err)
+		}
+		return nil
+	})
+}
+
+// answerer answers HTTP requests from its replica; /slow takes a second.
+type answerer struct{ identity string }
+
+func (a *answerer) GetInfo() module.ComponentInfo { return module.ComponentInfo{Name: "answerer"} }
+func (a *answerer) Instance() module.Component    { return a }
+func (a *answerer) Ports() []module.Port {
+	return []module.Port{{Name: "in", Configuration: httpserver.Request{}}}
+}
+func (a *answerer) Handle(ctx context.Context, _ module.Handler, port string, msg any) any {
+	req := msg.(httpserver.Request)
+	if req.Path == "/slow" {
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return httpserver.Response{Status: 201, Headers: map[string]string{"X-Replica": a.identity}, Body: req.Method + " " + req.Path + " " + req.Body}
+}
+
+// TestHTTPServerOnEveryReplica: every replica serves the node's port and
+// answers with what its flow returns; a slow flow gets a 504, an oversized
+// body a 413; the leader exposes the port as a Service and an Ingress.
+func TestHTTPServerOnEveryReplica(t *testing.T) {
+	h := newHarness(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	ids := []string{"http-a", "http-b"}
+	for i, id := range ids {
+		h.runWith(id, &httpserver.Component{PortOffset: i}, &answerer{identity: id})
+	}
+	h.waitHolder()
+	settings := fmt.Sprintf(`{"port": %d, "hostnames": ["web.example.com"], "timeout": "300ms", "maxBodyBytes": 64}`, port)
+	for _, n := range []*v1alpha1.TinyNode{
+		{ObjectMeta: metav1.ObjectMeta{Name: "answer", Namespace: h.ns}, Spec: v1alpha1.TinyNodeSpec{Module: moduleName, Component: "answerer"}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: h.ns}, Spec: v1alpha1.TinyNodeSpec{Module: moduleName, Component: httpserver.ComponentName,
+			Ports: []v1alpha1.TinyNodePortConfig{{Port: v1alpha1.SettingsPort, Configuration: &apiextensionsv1.JSON{Raw: []byte(settings)}}},
+			Edges: []v1alpha1.TinyNodeEdge{{ID: "web-answer", Port: httpserver.RequestPort, To: "answer.in"}}}},
+	} {
+		if err := h.c.Create(h.ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	do := func(i int, method, path, body string) (int, string, string) {
+		req, _ := http.NewRequest(method, fmt.Sprintf("http://127.0.0.1:%d%s", port+i, path), strings.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err.Error(), ""
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), resp.Header.Get("X-Replica")
+	}
+	for i, id := range ids {
+		controlplanetest.Eventually(t, 30*time.Second, func() error {
+			code, body, replica := do(i, "POST", "/hi", "there")
+			if code != 201 || body != "POST /hi there" || replica != id {
+				return fmt.Errorf("replica %s: %d %q from %q", id, code, body, replica)
+			}
+			return nil
+		})
+		if code, body, _ := do(i, "GET", "/slow", ""); code != http.StatusGatewayTimeout || !strings.Contains(body, "did not answer within 300ms") {
+			t.Errorf("replica %s, slow flow: %d %q, want 504", id, code, body)
+		}
+		if code, body, _ := do(i, "POST", "/big", strings.Repeat("x", 65)); code != http.StatusRequestEntityTooLarge {
+			t.Errorf("replica %s, 65-byte body: %d %q, want 413", id, code, body)
+		}
+	}
+	controlplanetest.Eventually(t, 30*time.Second, func() error {
+		ing := &networkingv1.Ingress{}
+		if err := h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: resources.Name("web", port)}, ing); err != nil {
+			return err
+		}
+		if len(ing.Spec.Rules) != 1 || ing.Spec.Rules[0].Host != "web.example.com" {
+			return fmt.Errorf("ingress rules %+v", ing.Spec.Rules)
 		}
 		return nil
 	})
