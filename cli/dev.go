@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
+	"github.com/tinymod/tinymod/components/httpserver"
 	"github.com/tinymod/tinymod/config/samples"
 	"github.com/tinymod/tinymod/internal/controlplane"
 	"github.com/tinymod/tinymod/internal/manifest"
@@ -235,6 +236,11 @@ func (d *devRun) start(id string) error {
 		"--lease-duration", lease.String(), "--renew-deadline", (lease * 3 / 4).String(), "--retry-period", (lease / 8).String())
 	// A replica never outlives this process, however it ends.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// Replicas share this machine: each http-server node listens on its port
+	// plus the replica's number (dev-0 on the port itself, dev-1 on the next).
+	if _, n, ok := strings.Cut(id, "-"); ok {
+		cmd.Env = append(os.Environ(), httpserver.PortOffsetEnv+"="+n)
+	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return err
