@@ -239,7 +239,7 @@ func (inst *instance) refreshPorts() {
 // deliverSystem hands a system-port message to the component with a context
 // that lives as long as the instance and, on the leader, ends with the term.
 func (inst *instance) deliverSystem(port string, msg any) any {
-	return inst.handle(inst.systemContext(), inst.ports[port], port, msg)
+	return inst.handle(inst.systemContext(), inst.portLocked(port), port, msg)
 }
 
 // systemContext is the context for system ports: the instance's own, also
