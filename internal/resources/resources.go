@@ -6,13 +6,16 @@ package resources
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
@@ -50,13 +53,23 @@ var _ module.ResourceManager = (*Manager)(nil)
 // Reader reads objects of the module's namespace.
 func (m *Manager) Reader() client.Reader { return m.Read }
 
-// Name is the Service's and the Ingress's name for a node's port.
+// Name is the Service's and the Ingress's name for a node's port:
+// "<node>-<port>" when that is a valid Service name (a DNS-1035 label), else
+// a shortened, cleaned form of the node's name with a hash of it.
 func Name(node string, port int) string {
 	name := node + "-" + strconv.Itoa(port)
-	if len(name) > 63 {
-		name = name[len(name)-63:]
+	if len(validation.IsDNS1035Label(name)) == 0 {
+		return name
 	}
-	return name
+	clean := strings.Trim(strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return '-'
+	}, strings.ToLower(node)), "-")
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(node))
+	return fmt.Sprintf("n-%.40s-%08x-%d", clean, h.Sum32(), port)
 }
 
 func (m *Manager) labels(port int) map[string]string {

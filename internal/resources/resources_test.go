@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
@@ -124,5 +125,23 @@ func TestExposeOnTheLeaderOnly(t *testing.T) {
 	}
 	if err := lead.ExposePort(ctx, 0); err == nil || !module.IsPermanent(err) {
 		t.Errorf("port 0: %v, want a permanent error", err)
+	}
+}
+
+func TestNameIsAServiceName(t *testing.T) {
+	long := "a-node-whose-name-is-far-longer-than-any-service-name-may-be-in-kubernetes"
+	if got := resources.Name("web", 8080); got != "web-8080" {
+		t.Errorf("Name(web, 8080) = %q", got)
+	}
+	seen := map[string]bool{}
+	for _, node := range []string{"web", "1web", "web.v1", "web.v2", long, long + "x", "UPPER"} {
+		name := resources.Name(node, 8080)
+		if errs := validation.IsDNS1035Label(name); len(errs) > 0 {
+			t.Errorf("Name(%q) = %q: %v", node, name, errs)
+		}
+		if seen[name] {
+			t.Errorf("Name(%q) = %q, the name of another node too", node, name)
+		}
+		seen[name] = true
 	}
 }
