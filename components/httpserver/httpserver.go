@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -73,6 +74,10 @@ type Component struct {
 	addr     string
 	base     context.Context
 	output   module.Handler
+	// exposedIn is the system context (one per leadership term) in which
+	// exposed was last exposed.
+	exposedIn context.Context
+	exposed   Settings
 }
 
 // New returns a server whose port offset comes from $TINYMOD_HTTP_PORT_OFFSET.
@@ -147,17 +152,26 @@ func (c *Component) Handle(ctx context.Context, output module.Handler, port stri
 }
 
 // expose has the leader make the port reachable; elsewhere it does nothing.
+// Once done for a term and settings, _reconcile (every change to the node)
+// does not read and compare the Service and Ingress again; a new term does.
 func (c *Component) expose(ctx context.Context) error {
 	c.mu.Lock()
 	rm, s := c.rm, c.settings
+	done := c.exposedIn == ctx && c.exposed.Port == s.Port && slices.Equal(c.exposed.Hostnames, s.Hostnames)
 	c.mu.Unlock()
-	if rm == nil || !utils.IsLeader(ctx) {
+	if rm == nil || done || !utils.IsLeader(ctx) {
 		return nil
 	}
-	if err := rm.ExposePort(ctx, s.Port, s.Hostnames...); err != nil && !errors.Is(err, module.ErrNotLeader) {
+	if err := rm.ExposePort(ctx, s.Port, s.Hostnames...); err != nil {
+		if errors.Is(err, module.ErrNotLeader) {
+			return nil // leadership ended since the check: the next leader exposes
+		}
 		module.Log(ctx).Error(err, "expose", "port", s.Port)
 		return err
 	}
+	c.mu.Lock()
+	c.exposedIn, c.exposed = ctx, s
+	c.mu.Unlock()
 	return nil
 }
 

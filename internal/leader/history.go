@@ -26,18 +26,16 @@ type History struct {
 	records []LeaseRecord
 	lastRV  string
 	gaps    int
-	done    chan struct{}
 }
 
 // WatchHistory records the Lease's history until ctx ends, starting with its
 // version now (or its absence).
 func WatchHistory(ctx context.Context, cs kubernetes.Interface, namespace, name string) (*History, error) {
-	h := &History{done: make(chan struct{})}
+	h := &History{}
 	if err := h.list(ctx, cs, namespace, name); err != nil {
 		return nil, fmt.Errorf("lease history: %w", err)
 	}
 	go func() {
-		defer close(h.done)
 		for ctx.Err() == nil {
 			if h.follow(ctx, cs, namespace, name) {
 				// The version to resume from is gone: start again from now.
@@ -150,6 +148,3 @@ func (h *History) Gaps() int {
 	defer h.mu.Unlock()
 	return h.gaps
 }
-
-// Done is closed once the watch has stopped.
-func (h *History) Done() <-chan struct{} { return h.done }

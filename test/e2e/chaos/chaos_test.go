@@ -402,8 +402,12 @@ func TestChaos(t *testing.T) {
 	// effect falls within a term of the writer, as the watched Lease shows it.
 	// (Refused ones, a stale write stopped by its resourceVersion, are counted.)
 	writes, refused := 0, 0
+	byUser := map[string][]controlplanetest.AuditEvent{}
+	for _, w := range env.AllWrites(t, ns) { // the audit log, read once
+		byUser[w.User.Username] = append(byUser[w.User.Username], w)
+	}
 	for _, proc := range f.all {
-		for _, w := range env.Writes(t, proc.ID, ns) {
+		for _, w := range byUser[proc.ID] {
 			if w.ObjectRef.APIGroup != v1alpha1.GroupVersion.Group || w.Verb == "create" {
 				continue // creates are not leader-only: any replica creates a missing TinyModule
 			}
