@@ -13,43 +13,16 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
+	"github.com/tinymod/tinymod/internal/leader"
 	"github.com/tinymod/tinymod/internal/scheduler"
 	"github.com/tinymod/tinymod/module"
 )
 
 // Leader is leadership in terms the test starts and ends.
-type Leader struct {
-	mu   sync.Mutex
-	term context.Context
-	end  context.CancelFunc
-}
+type Leader struct{ leader.Manual }
 
 // Start begins a term.
-func (l *Leader) Start() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.term, l.end = context.WithCancel(context.Background())
-}
-
-// Stop ends the term.
-func (l *Leader) Stop() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.end != nil {
-		l.end()
-	}
-	l.term = nil
-}
-
-// IsLeader reports whether a term runs.
-func (l *Leader) IsLeader() bool { l.mu.Lock(); defer l.mu.Unlock(); return l.term != nil }
-
-// Term returns the current term.
-func (l *Leader) Term() (context.Context, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.term, l.term != nil
-}
+func (l *Leader) Start() { l.Manual.Start() }
 
 // Status keeps node statuses in memory and counts writes.
 type Status struct {

@@ -39,8 +39,9 @@ type StatusWriter struct {
 	Reader client.Reader
 	// Namespace of the nodes. Required.
 	Namespace string
-	// Leader gates every write. Required.
-	Leader leader.Status
+	// Leader gives the term each change is made in; a change is written only
+	// while its term is valid, and the write carries it to the Fence. Required.
+	Leader leader.Source
 	// Render fills in the status fields the runtime owns (ports, conditions...)
 	// before the batch's own changes run. Optional.
 	Render func(*v1alpha1.TinyNode)
@@ -62,16 +63,18 @@ type batch struct {
 type change struct {
 	fn   func(*v1alpha1.TinyNode) error // nil: render only
 	done chan error                     // nil: nobody waits
+	term *leader.Term                   // the term the change was asked in
 }
 
 // UpdateStatus applies fn (nil: render only) to a fresh copy of the node and
 // waits until the result is written, found unchanged, or failed.
 func (w *StatusWriter) UpdateStatus(ctx context.Context, node string, fn func(*v1alpha1.TinyNode) error) error {
-	if !leader.Authorize(w.Leader, "status "+node) {
+	term := w.Leader.Current()
+	if !term.Confirm("status " + node) {
 		return ErrNotLeader
 	}
 	done := make(chan error, 1)
-	w.enqueue(node, change{fn: fn, done: done})
+	w.enqueue(node, change{fn: fn, done: done, term: term})
 	select {
 	case err := <-done:
 		return err
@@ -83,8 +86,8 @@ func (w *StatusWriter) UpdateStatus(ctx context.Context, node string, fn func(*v
 // Refresh renders the node's status again and writes it if it changed,
 // without waiting.
 func (w *StatusWriter) Refresh(node string) {
-	if leader.Authorize(w.Leader, "status "+node) {
-		w.enqueue(node, change{})
+	if term := w.Leader.Current(); term.Confirm("status " + node) {
+		w.enqueue(node, change{term: term})
 	}
 }
 
@@ -156,8 +159,17 @@ func (w *StatusWriter) write(name string, b *batch) {
 // apply runs the batch until it is written or found unchanged; results gets
 // each change's own error.
 func (w *StatusWriter) apply(ctx context.Context, name string, b *batch, results []error) error {
+	// The newest term among the changes writes; changes asked in a term
+	// that has ended since are not written.
+	var term *leader.Term
+	for _, c := range b.changes {
+		if c.term.Number() >= term.Number() {
+			term = c.term
+		}
+	}
+	ctx = leader.WithTerm(ctx, term)
 	for attempt := 0; ; attempt++ {
-		if !leader.Authorize(w.Leader, "status "+name) {
+		if !term.Confirm("status " + name) {
 			return ErrNotLeader
 		}
 		node := &v1alpha1.TinyNode{}
@@ -175,11 +187,15 @@ func (w *StatusWriter) apply(ctx context.Context, name string, b *batch, results
 			w.Render(node)
 		}
 		for i, c := range b.changes {
+			if c.term != term {
+				results[i] = ErrNotLeader
+				continue
+			}
 			if c.fn == nil {
 				continue
 			}
 			trial := node.DeepCopy()
-			if err := c.fn(trial); err != nil {
+			if err := applyChange(c.fn, trial); err != nil {
 				results[i] = err
 				continue
 			}
@@ -193,7 +209,7 @@ func (w *StatusWriter) apply(ctx context.Context, name string, b *batch, results
 			return nil
 		}
 		// The lease may have been lost while the changes ran.
-		if !leader.Authorize(w.Leader, "status write "+name) {
+		if !term.Confirm("status write " + name) {
 			return ErrNotLeader
 		}
 		err := w.Client.Status().Update(ctx, node)
@@ -209,6 +225,17 @@ func (w *StatusWriter) apply(ctx context.Context, name string, b *batch, results
 			return fmt.Errorf("write status of node %s: %w", name, err)
 		}
 	}
+}
+
+// applyChange runs fn, turning a panic into the change's error: the writer
+// runs on behalf of every node, and one node's bug must not stop it.
+func applyChange(fn func(*v1alpha1.TinyNode) error, node *v1alpha1.TinyNode) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("status change panicked: %v", r)
+		}
+	}()
+	return fn(node)
 }
 
 // sameJSON reports whether a and b encode to the same JSON document. Status

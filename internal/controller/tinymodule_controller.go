@@ -31,7 +31,7 @@ type TinyModuleReconciler struct {
 	// Scheduler knows the module and its components.
 	Scheduler *scheduler.Scheduler
 	// Leader tells whether this replica leads.
-	Leader leader.Status
+	Leader leader.Source
 	// Namespace of the module.
 	Namespace string
 	// Identity of this replica, published as the leader's.
@@ -129,9 +129,11 @@ func (r *TinyModuleReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 		}
 		return reconcile.Result{}, nil
 	}
-	if err != nil || !leader.Authorize(r.Leader, "module status") {
+	term := r.Leader.Current()
+	if err != nil || !term.Confirm("module status") {
 		return reconcile.Result{}, nil
 	}
+	ctx = leader.WithTerm(ctx, term)
 	before := m.Status.DeepCopy()
 	info := r.Scheduler.Module()
 	m.Status.Addr = r.Addr
@@ -146,7 +148,7 @@ func (r *TinyModuleReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 	if sameJSON(before, &m.Status) {
 		return reconcile.Result{}, nil
 	}
-	if !leader.Authorize(r.Leader, "module status write") {
+	if !term.Confirm("module status write") {
 		return reconcile.Result{}, nil
 	}
 	if err := r.Client.Status().Update(ctx, m); err != nil {

@@ -40,7 +40,7 @@ func TestReadersTrackOtherModules(t *testing.T) {
 	}
 	book := &controller.AddressBook{}
 	r := &controller.TinyModuleReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Scheduler: sched,
-		Leader: leader.Static(false), Namespace: ns, Identity: "reader", Modules: book}
+		Leader: leader.Never, Namespace: ns, Identity: "reader", Modules: book}
 	if err := r.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,9 @@ import (
 	"github.com/tinymod/tinymod/internal/scheduler"
 )
 
-// NodeFinalizer keeps a TinyNode until the leader's instance of it is destroyed.
+// NodeFinalizer keeps a TinyNode whose component may own cluster resources
+// (it declares the _client port) until the leader has removed them. Other
+// nodes carry none, so that they can be deleted once their module is gone.
 const NodeFinalizer = "operator.tinysystems.io/node"
 
 // Condition reasons on a TinyNode besides the scheduler's problem reasons.
@@ -43,8 +45,8 @@ type TinyNodeReconciler struct {
 	Client client.Client
 	// Scheduler runs the node instances.
 	Scheduler *scheduler.Scheduler
-	// Leader tells whether this replica leads.
-	Leader leader.Status
+	// Leader gives this replica's leadership term.
+	Leader leader.Source
 	// Status writes node status on the leader.
 	Status *StatusWriter
 	// Recorder records Events on the leader; nil records none.
@@ -59,7 +61,19 @@ type TinyNodeReconciler struct {
 
 	mu      sync.Mutex
 	applied map[string]appliedSpec
+	panics  map[string]nodePanic
 }
+
+// nodePanic is the last panic of a node's component code on this replica, kept
+// for the node's status until its spec changes.
+type nodePanic struct {
+	message    string
+	generation int64
+	evented    time.Time // when it last became an Event
+}
+
+// panicEventEvery bounds the Events of one node's panics.
+const panicEventEvery = time.Minute
 
 // Resync queues every node of the module again: a new leader renders all
 // their statuses.
@@ -148,7 +162,9 @@ func (r *TinyNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		}
 		return ctrl.Result{}, err
 	}
-	isLeader := leader.Authorize(r.Leader, "node "+req.Name)
+	term := r.Leader.Current()
+	isLeader := term.Confirm("node " + req.Name)
+	ctx = leader.WithTerm(ctx, term)
 
 	if !node.DeletionTimestamp.IsZero() || node.Spec.Module != r.Scheduler.Module().Name {
 		r.forget(node.Name)
@@ -169,8 +185,8 @@ func (r *TinyNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 
 	// A node that may own cluster resources (its component has a _client
 	// port) gets its finalizer before it runs, so that nothing it makes
-	// outlives it. Any other runs first: on the leader the finalizer's write
-	// waits its turn behind the client's rate limit, and the node need not.
+	// outlives it. Any other carries none (one set by an earlier version is
+	// taken off), so that it can be deleted once its module is gone.
 	owns := r.Scheduler.UsesClient(node.Spec.Component)
 	if isLeader && owns {
 		if err := r.addFinalizer(ctx, node); err != nil {
@@ -180,9 +196,10 @@ func (r *TinyNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	// The scheduler keeps what it is given, and the finalizer's write changes node.
 	problems := r.Scheduler.Update(ctx, node.DeepCopy())
 	changed := r.remember(node, problems)
-	if isLeader && !owns {
-		if err := r.addFinalizer(ctx, node); err != nil {
-			return ctrl.Result{}, err
+	if isLeader && !owns && controllerutil.ContainsFinalizer(node, NodeFinalizer) {
+		controllerutil.RemoveFinalizer(node, NodeFinalizer)
+		if err := r.Client.Update(ctx, node); err != nil && !apierrors.IsNotFound(err) {
+			return ctrl.Result{}, fmt.Errorf("remove the finalizer of node %s: %w", node.Name, err)
 		}
 	}
 
@@ -217,7 +234,41 @@ func (r *TinyNodeReconciler) forget(name string) {
 	r.Scheduler.Remove(name)
 	r.mu.Lock()
 	delete(r.applied, name)
+	delete(r.panics, name)
 	r.mu.Unlock()
+}
+
+// Panicked is the scheduler's OnPanic: the panic becomes the node's
+// status.error (until its spec changes) and, on the leader, an Event, at most
+// one a minute per node.
+func (r *TinyNodeReconciler) Panicked(name string, err error) {
+	now := time.Now()
+	node, found := r.Lookup(name)
+	r.mu.Lock()
+	if r.panics == nil {
+		r.panics = map[string]nodePanic{}
+	}
+	prev := r.panics[name]
+	generation := r.applied[name].generation
+	if found {
+		generation = node.Generation // the spec being applied, when the panic came from applying it
+	}
+	p := nodePanic{message: err.Error(), generation: generation, evented: prev.evented}
+	event := r.Recorder != nil && (p.message != prev.message || now.Sub(prev.evented) >= panicEventEvery)
+	if event {
+		p.evented = now
+	}
+	r.panics[name] = p
+	r.mu.Unlock()
+	if !r.Leader.Current().Confirm("node " + name) {
+		return
+	}
+	if event && found {
+		r.Recorder.Eventf(node, nil, corev1.EventTypeWarning, "ComponentPanic", "Run", "%s", p.message)
+	}
+	if r.Status != nil {
+		r.Status.Refresh(name)
+	}
 }
 
 // remember stores what the scheduler made of the node and reports whether its
@@ -273,8 +324,19 @@ func (r *TinyNodeReconciler) RenderStatus(node *v1alpha1.TinyNode) {
 		cond.Reason = applied.problems[0].Reason
 		cond.Message = scheduler.ProblemsText(applied.problems)
 		node.Status.Error = cond.Message
+	} else if p, ok := r.lastPanic(node.Name, applied.generation); ok {
+		// The node runs, and its component has a bug that a message or a
+		// callback ran into: say so until the spec changes.
+		node.Status.Error = "component panicked: " + p
 	}
 	meta.SetStatusCondition(&node.Status.Conditions, cond)
+}
+
+func (r *TinyNodeReconciler) lastPanic(name string, generation int64) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.panics[name]
+	return p.message, ok && p.generation == generation
 }
 
 // Lookup finds a node of the namespace in the cache, for the scheduler.

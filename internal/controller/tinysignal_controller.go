@@ -16,11 +16,15 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
@@ -41,16 +45,20 @@ const (
 // ConditionDelivered is the condition a failed signal carries.
 const ConditionDelivered = "Delivered"
 
-// LeaderStatus is leadership with terms, as the elector provides it.
-type LeaderStatus interface {
-	leader.Status
-	leader.Terms
-}
+// signalNodeIndex indexes TinySignals by spec.node in the cache.
+const signalNodeIndex = "spec.node"
 
 // TinySignalReconciler delivers signals on the leader: to the target node's
 // port through the scheduler, one at a time per node in creation order, then
 // deletes them; failures are retried with bounded backoff and end as
 // phase Failed, kept for FailedTTL.
+//
+// Its work queue is keyed by target node, so that a node's signals are
+// handled by one worker at a time and a signal that arrives while its node's
+// worker is busy is seen when that worker is done (the queue marks the key
+// dirty). It takes only signals for nodes of its own module, and for nodes
+// that do not exist: a signal for another module's node is left to that
+// module's leader, and waits while that module is down.
 type TinySignalReconciler struct {
 	// Client reads from the cache and writes.
 	Client client.Client
@@ -58,8 +66,9 @@ type TinySignalReconciler struct {
 	Reader client.Reader
 	// Scheduler runs the target nodes.
 	Scheduler *scheduler.Scheduler
-	// Leader gates everything: readers do nothing with signals.
-	Leader LeaderStatus
+	// Leader gives the term signals are delivered in: readers do nothing
+	// with signals.
+	Leader leader.Source
 	// Recorder records Events for failed signals; nil records none.
 	Recorder events.EventRecorder
 	// Namespace of the module.
@@ -70,17 +79,31 @@ type TinySignalReconciler struct {
 	FailedTTL time.Duration
 	// Metrics registers tinymod_signals_total; nil registers none.
 	Metrics prometheus.Registerer
+	// MaxConcurrentDeliveries bounds how many nodes get signals at once.
+	// Defaults to 8.
+	MaxConcurrentDeliveries int
 
 	retry   retryPolicy
 	resync  chan event.GenericEvent
 	counter *prometheus.CounterVec
 
-	mu      sync.Mutex
-	workers map[string]bool         // nodes with a delivery worker running
-	done    map[types.UID]time.Time // signals finished here, hidden from a lagging cache
+	mu        sync.Mutex
+	settled   map[types.UID]*settled  // signals whose delivery has ended here
+	notBefore map[types.UID]time.Time // signals waiting out a retry backoff
+	lastError map[types.UID]string    // a retried signal's error, for its next status write
 }
 
-// SetupWithManager registers the reconciler.
+// settled is how a signal's delivery ended on this replica, kept until its
+// deletion or Failed status has been written (a failed write is retried, never
+// the delivery) and then for a while, to hide it from a lagging cache.
+type settled struct {
+	failed  bool   // else delivered
+	message string // why it failed
+	written bool
+	at      time.Time
+}
+
+// SetupWithManager registers the reconciler and its cache index.
 func (r *TinySignalReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.AcceptanceWindow == 0 {
 		r.AcceptanceWindow = DefaultAcceptanceWindow
@@ -88,10 +111,14 @@ func (r *TinySignalReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.FailedTTL == 0 {
 		r.FailedTTL = DefaultFailedTTL
 	}
+	if r.MaxConcurrentDeliveries == 0 {
+		r.MaxConcurrentDeliveries = 8
+	}
 	r.retry = defaultRetry
 	r.resync = make(chan event.GenericEvent, 4096)
-	r.workers = map[string]bool{}
-	r.done = map[types.UID]time.Time{}
+	r.settled = map[types.UID]*settled{}
+	r.notBefore = map[types.UID]time.Time{}
+	r.lastError = map[types.UID]string{}
 	r.counter = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tinymod_signals_total", Help: "Signals processed by the leader, by result: delivered, retried or failed.",
 	}, []string{"result"})
@@ -99,21 +126,70 @@ func (r *TinySignalReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.counter, err = metrics.Register(r.Metrics, r.counter); err != nil {
 		return err
 	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.TinySignal{}, signalNodeIndex,
+		func(o client.Object) []string { return []string{o.(*v1alpha1.TinySignal).Spec.Node} }); err != nil {
+		return fmt.Errorf("index signals by node: %w", err)
+	}
+	module := r.Scheduler.Module().Name
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("tinysignal").
-		For(&v1alpha1.TinySignal{}).
-		WatchesRawSource(source.Channel(r.resync, &handler.EnqueueRequestForObject{})).
-		WithOptions(controller.Options{MaxConcurrentReconciles: 2, SkipNameValidation: ptr(true)}).
+		Watches(&v1alpha1.TinySignal{}, handler.EnqueueRequestsFromMapFunc(r.signalNode)).
+		// A node that appears in (or moves to) this module may have signals waiting.
+		Watches(&v1alpha1.TinyNode{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			if n, ok := o.(*v1alpha1.TinyNode); ok && n.Spec.Module == module {
+				return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: n.Namespace, Name: n.Name}}}
+			}
+			return nil
+		}), builder.WithPredicates(predicate.Funcs{
+			CreateFunc: func(eventCreate) bool { return true },
+			UpdateFunc: func(e eventUpdate) bool {
+				return e.ObjectOld.(*v1alpha1.TinyNode).Spec.Module != e.ObjectNew.(*v1alpha1.TinyNode).Spec.Module
+			},
+			DeleteFunc:  func(eventDelete) bool { return false },
+			GenericFunc: func(eventGeneric) bool { return false },
+		})).
+		WatchesRawSource(source.Channel(r.resync, handler.EnqueueRequestsFromMapFunc(r.signalNode))).
+		WithOptions(controller.Options{
+			MaxConcurrentReconciles: r.MaxConcurrentDeliveries,
+			SkipNameValidation:      ptr(true),
+			// API errors are retried per node with backoff, from 100 ms to 10 s.
+			RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](100*time.Millisecond, 10*time.Second),
+		}).
 		Complete(r)
 }
 
-// Resync queues every signal again: a new leader picks up pending ones.
+// signalNode maps a signal to its node's key, unless the node belongs to
+// another module.
+func (r *TinySignalReconciler) signalNode(ctx context.Context, o client.Object) []reconcile.Request {
+	sig, ok := o.(*v1alpha1.TinySignal)
+	if !ok || !r.ours(ctx, sig.Spec.Node) {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: sig.Namespace, Name: sig.Spec.Node}}}
+}
+
+// ours reports whether this module's leader handles signals for node: the
+// node is this module's, or there is no such node (its signals fail after the
+// retry budget, whichever leader gets there first).
+func (r *TinySignalReconciler) ours(ctx context.Context, node string) bool {
+	n := &v1alpha1.TinyNode{}
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: node}, n)
+	return err != nil || n.Spec.Module == r.Scheduler.Module().Name
+}
+
+// Resync queues the nodes of every signal again: a new leader picks up
+// pending ones.
 func (r *TinySignalReconciler) Resync(ctx context.Context) {
 	var list v1alpha1.TinySignalList
 	if err := r.Client.List(ctx, &list, client.InNamespace(r.Namespace)); err != nil {
 		return
 	}
+	seen := map[string]bool{}
 	for i := range list.Items {
+		if seen[list.Items[i].Spec.Node] {
+			continue
+		}
+		seen[list.Items[i].Spec.Node] = true
 		select {
 		case r.resync <- event.GenericEvent{Object: &list.Items[i]}:
 		case <-ctx.Done():
@@ -122,92 +198,120 @@ func (r *TinySignalReconciler) Resync(ctx context.Context) {
 	}
 }
 
-// Reconcile starts the delivery worker of the signal's node, or deletes a
-// failed signal whose time is up. Readers return at once.
-func (r *TinySignalReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	term, leading := r.Leader.Term()
-	if !leading {
+// Reconcile delivers the pending signals of one node, oldest first, one at a
+// time, while this replica leads in the term it started with; it deletes
+// failed signals whose time is up. Readers return at once.
+func (r *TinySignalReconciler) Reconcile(_ context.Context, req ctrl.Request) (ctrl.Result, error) {
+	term := r.Leader.Current()
+	if term == nil {
+		return ctrl.Result{}, nil // a new term queues every node again
+	}
+	// Leader-only work runs under the term, and its writes carry it to the fence.
+	ctx := leader.WithTerm(term.Context(), term)
+	if !r.ours(ctx, req.Name) {
 		return ctrl.Result{}, nil
 	}
-	sig := &v1alpha1.TinySignal{}
-	if err := r.Client.Get(ctx, req.NamespacedName, sig); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
-	}
-	if sig.Status.Phase == v1alpha1.SignalFailed {
-		failedAt := sig.CreationTimestamp.Time
-		if c := meta.FindStatusCondition(sig.Status.Conditions, ConditionDelivered); c != nil {
-			failedAt = c.LastTransitionTime.Time
+	for ctx.Err() == nil {
+		sig, wait, err := r.next(ctx, req.Name)
+		if err != nil || sig == nil {
+			return ctrl.Result{RequeueAfter: wait}, err
 		}
-		if left := time.Until(failedAt.Add(r.FailedTTL)); left > 0 {
+		if left := r.backoffLeft(sig.UID); left > 0 {
 			return ctrl.Result{RequeueAfter: left}, nil
 		}
-		err := r.Client.Delete(ctx, sig, client.Preconditions{UID: &sig.UID})
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		again, err := r.deliver(ctx, term, sig)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if again > 0 {
+			return ctrl.Result{RequeueAfter: again}, nil
+		}
 	}
-	r.mu.Lock()
-	if r.workers[sig.Spec.Node] {
-		r.mu.Unlock()
-		return ctrl.Result{}, nil // the node's worker will reach it
-	}
-	r.workers[sig.Spec.Node] = true
-	r.mu.Unlock()
-	go r.work(term, sig.Spec.Node)
 	return ctrl.Result{}, nil
 }
 
-// work delivers the node's pending signals, oldest first, one at a time,
-// until none is left or the term ends.
-func (r *TinySignalReconciler) work(term context.Context, node string) {
-	for {
-		sig := r.nextFor(term, node)
-		if sig == nil {
-			return
-		}
-		r.deliver(term, sig)
-		if term.Err() != nil {
-			r.mu.Lock()
-			delete(r.workers, node)
-			r.mu.Unlock()
-			return
-		}
+// next returns the node's oldest pending signal, after settling the writes of
+// signals already delivered or failed here and deleting failed signals whose
+// time is up; with none pending, it returns when to look again (for the next
+// failed signal to expire), or zero.
+func (r *TinySignalReconciler) next(ctx context.Context, node string) (*v1alpha1.TinySignal, time.Duration, error) {
+	var list v1alpha1.TinySignalList
+	if err := r.Client.List(ctx, &list, client.InNamespace(r.Namespace), client.MatchingFields{signalNodeIndex: node}); err != nil {
+		return nil, 0, fmt.Errorf("list signals of node %s: %w", node, err)
 	}
+	var (
+		pending []*v1alpha1.TinySignal
+		wait    time.Duration
+	)
+	present := map[types.UID]bool{}
+	for i := range list.Items {
+		sig := &list.Items[i]
+		present[sig.UID] = true
+		if !sig.DeletionTimestamp.IsZero() {
+			continue
+		}
+		if st := r.settledOf(sig.UID); st != nil {
+			if err := r.settle(ctx, sig, st); err != nil {
+				return nil, 0, err
+			}
+			continue
+		}
+		if sig.Status.Phase == v1alpha1.SignalFailed {
+			if left := r.expiresIn(sig); left > 0 {
+				if wait == 0 || left < wait {
+					wait = left
+				}
+			} else if err := r.Client.Delete(ctx, sig, client.Preconditions{UID: &sig.UID}); err != nil && !apierrors.IsNotFound(err) {
+				return nil, 0, fmt.Errorf("delete expired signal %s: %w", sig.Name, err)
+			}
+			continue
+		}
+		pending = append(pending, sig)
+	}
+	r.forgetSettled(present)
+	if len(pending) == 0 {
+		return nil, wait, nil
+	}
+	sort.Slice(pending, func(i, j int) bool { return createdBefore(pending[i], pending[j]) })
+	return pending[0].DeepCopy(), 0, nil
 }
 
-// nextFor returns the node's oldest pending signal, or nil after removing the
-// worker mark when there is none (under the lock Reconcile takes, so no signal
-// is left without a worker).
-func (r *TinySignalReconciler) nextFor(ctx context.Context, node string) *v1alpha1.TinySignal {
-	var list v1alpha1.TinySignalList
-	err := r.Client.List(ctx, &list, client.InNamespace(r.Namespace))
+func (r *TinySignalReconciler) expiresIn(sig *v1alpha1.TinySignal) time.Duration {
+	failedAt := sig.CreationTimestamp.Time
+	if c := meta.FindStatusCondition(sig.Status.Conditions, ConditionDelivered); c != nil {
+		failedAt = c.LastTransitionTime.Time
+	}
+	return time.Until(failedAt.Add(r.FailedTTL))
+}
+
+func (r *TinySignalReconciler) settledOf(uid types.UID) *settled {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if err != nil || ctx.Err() != nil {
-		delete(r.workers, node)
-		return nil
-	}
-	var pending []v1alpha1.TinySignal
-	present := map[types.UID]bool{}
-	for _, s := range list.Items {
-		present[s.UID] = true
-		if s.Spec.Node != node || s.Status.Phase == v1alpha1.SignalFailed || !s.DeletionTimestamp.IsZero() {
-			continue
+	return r.settled[uid]
+}
+
+func (r *TinySignalReconciler) backoffLeft(uid types.UID) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return time.Until(r.notBefore[uid])
+}
+
+// forgetSettled drops what this replica remembers of signals the cache no
+// longer shows, once the cache has had time to catch up with their deletion.
+func (r *TinySignalReconciler) forgetSettled(present map[types.UID]bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for uid, st := range r.settled {
+		if !present[uid] && st.written && time.Since(st.at) > time.Minute {
+			delete(r.settled, uid)
 		}
-		if _, finished := r.done[s.UID]; finished {
-			continue
-		}
-		pending = append(pending, s)
 	}
-	for uid, at := range r.done { // forget what the cache no longer shows
+	for uid, at := range r.notBefore {
 		if !present[uid] && time.Since(at) > time.Minute {
-			delete(r.done, uid)
+			delete(r.notBefore, uid)
+			delete(r.lastError, uid)
 		}
 	}
-	if len(pending) == 0 {
-		delete(r.workers, node)
-		return nil
-	}
-	sort.Slice(pending, func(i, j int) bool { return createdBefore(&pending[i], &pending[j]) })
-	return pending[0].DeepCopy()
 }
 
 // createdBefore orders signals by creation: the timestamp, then, within its
@@ -229,80 +333,114 @@ func createdBefore(a, b *v1alpha1.TinySignal) bool {
 	return a.Name < b.Name
 }
 
-// deliver takes one signal to its end: deleted, failed, or left for the next
-// leader when the term ends.
-func (r *TinySignalReconciler) deliver(term context.Context, sig *v1alpha1.TinySignal) {
-	for term.Err() == nil {
-		if !r.authorize(term, "signal "+sig.Name) {
-			return
-		}
-		sig.Status.Phase = v1alpha1.SignalDelivering
-		sig.Status.Attempts++
-		if err := r.Client.Status().Update(term, sig); err != nil {
-			switch {
-			case apierrors.IsNotFound(err):
-				r.finish(sig)
-				return
-			case apierrors.IsConflict(err):
-				// Someone wrote it since the cache saw it: read it fresh.
-				fresh := &v1alpha1.TinySignal{}
-				if err := r.Reader.Get(term, client.ObjectKeyFromObject(sig), fresh); err != nil {
-					if apierrors.IsNotFound(err) {
-						r.finish(sig)
-						return
-					}
-					pause(term, r.retry.Base)
-					continue
-				}
-				if fresh.UID != sig.UID || fresh.Status.Phase == v1alpha1.SignalFailed {
-					r.finish(sig)
-					return
-				}
-				sig = fresh
-			default:
-				pause(term, r.retry.Base)
-			}
-			continue
-		}
-		if !r.authorize(term, "signal delivery "+sig.Name) {
-			return
-		}
-		result := r.attempt(term, sig)
-		if term.Err() != nil {
-			return // the next leader delivers it again
-		}
-		act, wait := r.retry.next(classify(result), sig.Status.Attempts)
-		switch act {
-		case deleteSignal:
-			if err := r.Client.Delete(context.Background(), sig, client.Preconditions{UID: &sig.UID}); err != nil && !apierrors.IsNotFound(err) {
-				pause(term, r.retry.Base)
-				continue
-			}
-			r.finish(sig)
-			r.counter.WithLabelValues("delivered").Inc()
-			return
-		case failSignal:
-			r.fail(term, sig, result)
-			return
-		case retrySignal:
-			r.counter.WithLabelValues("retried").Inc()
-			if err, ok := result.(error); ok {
-				sig.Status.LastError = err.Error()
-			}
-			pause(term, wait)
-		}
+// deliver makes one attempt at a signal and returns how long to wait before
+// the next (zero: go on with the node's next signal). An error is an API
+// request that failed: the work queue retries it with backoff, and what was
+// decided stands: a delivered signal is never handed over again because its
+// deletion failed, nor a failed one because its Failed status did not land.
+func (r *TinySignalReconciler) deliver(ctx context.Context, term *leader.Term, sig *v1alpha1.TinySignal) (time.Duration, error) {
+	if !term.Confirm("signal " + sig.Name) {
+		return 0, nil // the term is over: the next leader delivers it
 	}
+	attempted := sig.DeepCopy()
+	attempted.Status.Phase = v1alpha1.SignalDelivering
+	attempted.Status.Attempts++
+	r.mu.Lock()
+	if msg, ok := r.lastError[sig.UID]; ok {
+		attempted.Status.LastError = msg
+	}
+	r.mu.Unlock()
+	if err := r.Client.Status().Update(ctx, attempted); err != nil {
+		switch {
+		case apierrors.IsNotFound(err):
+			return 0, nil // deleted meanwhile
+		case apierrors.IsConflict(err):
+			// Written since the cache saw it (by this leader a moment ago, the
+			// cache lagging): the next pass reads it again. Attempts count
+			// only writes that landed, so this costs no attempt.
+			return 0, r.waitFresh(ctx, sig)
+		}
+		return 0, fmt.Errorf("mark signal %s delivering: %w", sig.Name, err)
+	}
+	if !term.Confirm("signal delivery " + sig.Name) {
+		return 0, nil
+	}
+	result := r.attempt(ctx, attempted)
+	if ctx.Err() != nil {
+		return 0, nil // the term ended during the attempt: the next leader delivers it again
+	}
+	act, wait := r.retry.next(classify(result), attempted.Status.Attempts)
+	switch act {
+	case deleteSignal:
+		r.counter.WithLabelValues("delivered").Inc()
+		return 0, r.settle(ctx, attempted, r.settle1(sig.UID, &settled{}))
+	case failSignal:
+		r.counter.WithLabelValues("failed").Inc()
+		return 0, r.settle(ctx, attempted, r.settle1(sig.UID, &settled{failed: true, message: resultMessage(result)}))
+	}
+	r.counter.WithLabelValues("retried").Inc()
+	r.mu.Lock()
+	r.notBefore[sig.UID] = time.Now().Add(wait)
+	r.lastError[sig.UID] = resultMessage(result)
+	r.mu.Unlock()
+	return wait, nil
 }
 
-// authorize confirms leadership right before leader-only work; when it has
-// run out, it waits for the term to end with it, so that the caller, seeing
-// the term over, leaves the signal to the next leader.
-func (r *TinySignalReconciler) authorize(term context.Context, action string) bool {
-	if leader.Authorize(r.Leader, action) {
-		return true
+// waitFresh waits, briefly, for the cache to show a version of sig at least
+// as new as the API server's.
+func (r *TinySignalReconciler) waitFresh(ctx context.Context, sig *v1alpha1.TinySignal) error {
+	fresh := &v1alpha1.TinySignal{}
+	if err := r.Reader.Get(ctx, client.ObjectKeyFromObject(sig), fresh); err != nil {
+		return client.IgnoreNotFound(err)
 	}
-	<-term.Done()
-	return false
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		cached := &v1alpha1.TinySignal{}
+		if err := r.Client.Get(ctx, client.ObjectKeyFromObject(sig), cached); err != nil || !leader.Newer(cached.ResourceVersion, fresh.ResourceVersion) {
+			return nil
+		}
+		pause(ctx, 10*time.Millisecond)
+	}
+	return nil
+}
+
+// settle1 records how a signal's delivery ended here and returns the record.
+func (r *TinySignalReconciler) settle1(uid types.UID, st *settled) *settled {
+	st.at = time.Now()
+	r.mu.Lock()
+	r.settled[uid] = st
+	delete(r.notBefore, uid)
+	delete(r.lastError, uid)
+	r.mu.Unlock()
+	return st
+}
+
+// settle writes what was decided for sig: its deletion, or its Failed status.
+func (r *TinySignalReconciler) settle(ctx context.Context, sig *v1alpha1.TinySignal, st *settled) error {
+	r.mu.Lock()
+	written := st.written
+	r.mu.Unlock()
+	if written {
+		return nil
+	}
+	if !st.failed {
+		if err := r.Client.Delete(ctx, sig, client.Preconditions{UID: &sig.UID}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete delivered signal %s: %w", sig.Name, err)
+		}
+	} else if err := r.fail(ctx, sig, st.message); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	st.written, st.at = true, time.Now()
+	r.mu.Unlock()
+	return nil
+}
+
+func resultMessage(result any) string {
+	if err, ok := result.(error); ok {
+		return err.Error()
+	}
+	return fmt.Sprint(result)
 }
 
 // attempt hands the signal to the scheduler and waits for Handle to return or
@@ -327,32 +465,41 @@ func (r *TinySignalReconciler) attempt(term context.Context, sig *v1alpha1.TinyS
 	}
 }
 
-func (r *TinySignalReconciler) fail(ctx context.Context, sig *v1alpha1.TinySignal, result any) {
-	msg := fmt.Sprint(result)
-	if err, ok := result.(error); ok {
-		msg = err.Error()
+// fail writes the Failed status, on a fresh copy after a conflict.
+func (r *TinySignalReconciler) fail(ctx context.Context, sig *v1alpha1.TinySignal, msg string) error {
+	for attempt := 0; ; attempt++ {
+		sig.Status.Phase = v1alpha1.SignalFailed
+		sig.Status.LastError = msg
+		meta.SetStatusCondition(&sig.Status.Conditions, metav1.Condition{
+			Type: ConditionDelivered, Status: metav1.ConditionFalse, Reason: "Failed",
+			Message: fmt.Sprintf("gave up after %d attempts: %s", sig.Status.Attempts, msg),
+		})
+		err := r.Client.Status().Update(ctx, sig)
+		switch {
+		case err == nil:
+		case apierrors.IsNotFound(err):
+			return nil
+		case apierrors.IsConflict(err) && attempt < 3:
+			fresh := &v1alpha1.TinySignal{}
+			if err := r.Reader.Get(ctx, client.ObjectKeyFromObject(sig), fresh); err != nil {
+				return client.IgnoreNotFound(err)
+			}
+			if fresh.UID != sig.UID {
+				return nil
+			}
+			fresh.Status.Attempts = max(fresh.Status.Attempts, sig.Status.Attempts)
+			sig = fresh
+			continue
+		default:
+			return fmt.Errorf("mark signal %s failed: %w", sig.Name, err)
+		}
+		break
 	}
-	sig.Status.Phase = v1alpha1.SignalFailed
-	sig.Status.LastError = msg
-	meta.SetStatusCondition(&sig.Status.Conditions, metav1.Condition{
-		Type: ConditionDelivered, Status: metav1.ConditionFalse, Reason: "Failed",
-		Message: fmt.Sprintf("gave up after %d attempts: %s", sig.Status.Attempts, msg),
-	})
-	if err := r.Client.Status().Update(ctx, sig); err != nil && !apierrors.IsNotFound(err) {
-		return // the next reconcile tries again
-	}
-	r.finish(sig)
-	r.counter.WithLabelValues("failed").Inc()
 	if r.Recorder != nil {
 		r.Recorder.Eventf(sig, nil, corev1.EventTypeWarning, "DeliveryFailed", "Deliver",
 			"signal for %s.%s failed after %d attempts: %s", sig.Spec.Node, sig.Spec.Port, sig.Status.Attempts, msg)
 	}
-}
-
-func (r *TinySignalReconciler) finish(sig *v1alpha1.TinySignal) {
-	r.mu.Lock()
-	r.done[sig.UID] = time.Now()
-	r.mu.Unlock()
+	return nil
 }
 
 // pause waits for d or until ctx ends.

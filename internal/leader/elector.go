@@ -28,9 +28,9 @@ type Options struct {
 	Clock Clock
 	// Log defaults to discarding.
 	Log logr.Logger
-	// OnStartedLeading is called, in its own goroutine, with the term's
-	// context each time this replica becomes leader.
-	OnStartedLeading func(term context.Context)
+	// OnStartedLeading is called, in its own goroutine, with the term each
+	// time this replica becomes leader.
+	OnStartedLeading func(term *Term)
 	// OnStoppedLeading is called once a term has ended, before the lease is
 	// released when the end is a graceful one.
 	OnStoppedLeading func()
@@ -45,24 +45,33 @@ type Options struct {
 	Journal *Journal
 }
 
-// Elector campaigns for a Lease and holds it.
+// Elector campaigns for a Lease and holds it, handing out each acquisition
+// as a Term (see Source).
 //
 // Guarantees, given clocks on all candidates that run at the same rate to
 // within (LeaseDuration-RenewDeadline)/LeaseDuration:
-//   - IsLeader is true only between a successful acquire or renewal sent at S
+//   - A Term is Valid only between a successful acquire or renewal sent at S
 //     and S + RenewDeadline, while any other candidate waits at least
 //     LeaseDuration from S before it may take the lease. So no two candidates
-//     see IsLeader true at the same instant, even when a leader is paused or
-//     cut off from the API server: it stops on its own clock.
+//     hold a valid term at the same instant, even when a leader is paused or
+//     cut off from the API server: it stops on its own clock, one that counts
+//     time the machine spent suspended.
+//   - A Term's Context ends when the term does: within the check interval
+//     (at most RetryPeriod/2) of validity running out, at once when another
+//     holder or a released lease is seen, and at once on a call to Valid after
+//     validity ran out, even when timers slept through a suspend.
 //   - Every write to the Lease carries the resourceVersion it was computed
-//     from, so a candidate acting on a stale view fails instead of overwriting.
+//     from, so a candidate acting on a stale view fails instead of overwriting;
+//     a watch event older than a version already seen is ignored.
+//   - Every acquisition gets a new Number, the Lease's transition count, which
+//     each acquisition increases, even one by the previous holder.
 //   - A released lease is taken as soon as the release is seen (a watch, not a
 //     poll), an expired one as soon as it expires.
 //
 // It does not fence writes made by other means: a component that keeps
-// writing after IsLeader turns false is not stopped by the API server. Status
-// writes in tinymod check IsLeader right before they are sent and carry
-// resourceVersion preconditions.
+// writing after Valid turns false is not stopped by the API server. tinymod's
+// own writes carry their Term to the Fence, which checks it as they leave, and
+// status writes carry resourceVersion preconditions.
 type Elector struct {
 	opts Options
 
@@ -72,14 +81,14 @@ type Elector struct {
 	leading    bool
 	validUntil time.Duration
 	lastSent   time.Duration
-	term       context.Context
+	term       *Term
 	endTerm    context.CancelFunc
 	termTimer  *time.Timer
 	stepping   bool // graceful stop: leader-only work is over, lease still held
 	seen       bool // the lease, or its absence, has been observed
 	observed   chan struct{}
 	acquirable time.Duration // when the lease last became acquirable for us
-	termNo     int32         // the Lease's transition count for the current term
+	termNo     int64         // the Lease's transition count for the current term
 }
 
 // New validates the options and returns an Elector.
@@ -105,61 +114,46 @@ func New(opts Options) (*Elector, error) {
 	return &Elector{opts: opts, observed: make(chan struct{}, 1)}, nil
 }
 
-// IsLeader reports, live, whether this replica leads: it holds the lease and
-// its validity has not run out on the local clock.
-func (e *Elector) IsLeader() bool { return e.check("", false) }
-
-// Authorize is IsLeader for a named piece of leader-only work, as the
-// journal records it.
-func (e *Elector) Authorize(action string) bool { return e.check(action, false) }
-
-// HoldsLease reports whether the lease is held and valid, including while a
-// graceful stop flushes status writes after leader-only work has ended.
-func (e *Elector) HoldsLease() bool { return e.check("", true) }
-
-// AuthorizeHolding is HoldsLease for a named piece of work.
-func (e *Elector) AuthorizeHolding(action string) bool { return e.check(action, true) }
-
-// holding is HoldsLease for the elector's own use: not a confirmation for
-// leader-only work, so not journaled.
-func (e *Elector) holding() bool {
+// Current returns the term this replica holds, or nil when it does not lead
+// or has begun to step down.
+func (e *Elector) Current() *Term {
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.leading && IsValid(e.validUntil, e.opts.Clock.Now())
+	t, ok := e.term, e.leading && !e.stepping
+	e.mu.Unlock()
+	if !ok || !t.Valid() {
+		return nil
+	}
+	return t
 }
 
-func (e *Elector) check(action string, stepping bool) bool {
+// valid is a Term's check: the term is the current one and within validity.
+// A true answer for a named action is journaled; a term found past its
+// validity is ended at once, whatever the timers say.
+func (e *Elector) valid(number int64, action string, journal bool) bool {
 	j := e.opts.Journal
+	if !journal {
+		j = nil
+	}
 	var start time.Duration
 	if j != nil {
 		start = MonotonicNow()
 	}
 	e.mu.Lock()
 	now := e.opts.Clock.Now()
-	ok := e.leading && (stepping || !e.stepping) && IsValid(e.validUntil, now)
-	until, term := e.validUntil, e.termNo
+	current := e.leading && e.termNo == number
+	ok := current && IsValid(e.validUntil, now)
+	until := e.validUntil
 	e.mu.Unlock()
+	if current && !ok {
+		go e.checkValidity()
+	}
 	if ok && j != nil {
-		if action == "" {
-			action = "unnamed"
-		}
 		checked := MonotonicNow()
 		// validUntil is on the elector's clock: carry it over as an offset.
-		j.record(Claim{Identity: e.opts.Identity, Term: term, Action: action,
+		j.record(Claim{Identity: e.opts.Identity, Term: int32(number), Action: action,
 			Start: int64(start), Checked: int64(checked), Until: int64(checked + until - now)})
 	}
 	return ok
-}
-
-// Term returns the context of the current term and whether there is one. It
-// ends when leadership does.
-func (e *Elector) Term() (context.Context, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if !e.leading || e.stepping {
-		return nil, false
-	}
-	return e.term, true
 }
 
 // Leader returns the identity of the holder as last observed.
@@ -210,6 +204,12 @@ func (e *Elector) Run(ctx context.Context) error {
 		} else {
 			backoff = e.opts.RetryPeriod
 		}
+		if e.holding() {
+			// Go's timers do not count time the machine spent suspended: look
+			// at the boot clock often enough to end a term that slept past
+			// its validity.
+			wait = min(wait, e.opts.RetryPeriod/2)
+		}
 		if !timer.Stop() {
 			select {
 			case <-timer.C:
@@ -220,33 +220,42 @@ func (e *Elector) Run(ctx context.Context) error {
 	}
 }
 
-// step does what the rules say now and returns how long to wait before the
-// next step (unless something is observed sooner).
-func (e *Elector) step(ctx context.Context) (time.Duration, error) {
-	now := e.opts.Clock.Now()
+// holding reports whether a term is held and valid, for the elector's own
+// use: not a confirmation for leader-only work, so not journaled.
+func (e *Elector) holding() bool {
 	e.mu.Lock()
-	leading, lastSent, obs, lease := e.leading, e.lastSent, e.obs, e.lease
-	e.mu.Unlock()
+	defer e.mu.Unlock()
+	return e.leading && IsValid(e.validUntil, e.opts.Clock.Now())
+}
 
-	if leading {
-		if due := NextRenewal(e.opts.Config, lastSent); now < due {
-			return due - now, nil
-		}
-		return e.opts.RetryPeriod, e.renew(ctx)
-	}
-	if !e.Observed() {
-		// Never act on a lease not yet seen: it is most likely held.
-		return e.opts.RetryPeriod, nil
-	}
-	if !CanAcquire(obs, e.opts.Identity, now) {
-		return ExpiresAt(obs) - now, nil
-	}
+// state is the input of Decide; the caller holds mu.
+func (e *Elector) stateLocked() State {
+	return State{Identity: e.opts.Identity, Observed: e.seen, Lease: e.obs, Leading: e.leading,
+		LastSent: e.lastSent, ValidUntil: e.validUntil}
+}
+
+// step carries out what Decide says now and returns how long to wait before
+// the next step (unless something is observed sooner).
+func (e *Elector) step(ctx context.Context) (time.Duration, error) {
 	e.mu.Lock()
-	if e.acquirable == 0 {
+	now := e.opts.Clock.Now()
+	d := Decide(e.opts.Config, e.stateLocked(), now)
+	lease := e.lease
+	if d.Step == Acquire && e.acquirable == 0 {
 		e.acquirable = now
 	}
 	e.mu.Unlock()
-	return e.opts.RetryPeriod, e.acquire(ctx, lease)
+
+	switch d.Step {
+	case EndTerm:
+		e.endLeadership(d.Reason)
+		return 0, nil
+	case Renew:
+		return d.Wait, e.renew(ctx)
+	case Acquire:
+		return d.Wait, e.acquire(ctx, lease)
+	}
+	return d.Wait, nil
 }
 
 func (e *Elector) leaseSpec(now metav1.MicroTime, transitions int32, acquired metav1.MicroTime) coordinationv1.LeaseSpec {
@@ -285,12 +294,10 @@ func (e *Elector) acquire(ctx context.Context, lease *coordinationv1.Lease) erro
 		if lease.Spec.LeaseTransitions != nil {
 			transitions = *lease.Spec.LeaseTransitions
 		}
+		// Every acquisition is a new term with a new number, even when the
+		// lease still names this replica (its term ended unrenewed).
+		transitions++
 		acquired := now
-		if holder(lease) != e.opts.Identity {
-			transitions++
-		} else if lease.Spec.AcquireTime != nil {
-			acquired = *lease.Spec.AcquireTime
-		}
 		next.Spec = e.leaseSpec(now, transitions, acquired)
 		got, err = leases.Update(rctx, next, metav1.UpdateOptions{})
 	}
@@ -366,22 +373,25 @@ func (e *Elector) startTerm(lease *coordinationv1.Lease, sent time.Duration) {
 	e.obs = Observe(e.obs, observation(lease), sent)
 	e.lastSent = sent
 	e.validUntil = ValidUntil(e.opts.Config, sent)
-	e.termNo = deref(lease.Spec.LeaseTransitions)
 	if e.leading {
 		e.scheduleTermEndLocked()
 		e.mu.Unlock()
 		return
 	}
+	number := int64(deref(lease.Spec.LeaseTransitions))
+	e.termNo = number
 	e.leading = true
 	e.stepping = false
-	e.term, e.endTerm = context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
+	e.term = NewTerm(number, ctx, func(action string, journal bool) bool { return e.valid(number, action, journal) })
+	e.endTerm = cancel
 	term := e.term
 	waited := sent - e.acquirable
 	e.acquirable = 0
 	e.scheduleTermEndLocked()
 	e.mu.Unlock()
 
-	e.opts.Log.Info("became leader", "lease", e.opts.Name, "transitions", deref(lease.Spec.LeaseTransitions))
+	e.opts.Log.Info("became leader", "lease", e.opts.Name, "term", number)
 	if m := e.opts.Metrics; m != nil {
 		m.started(waited)
 	}
@@ -425,9 +435,9 @@ func (e *Elector) endLeadership(why string) {
 	term := e.termNo
 	e.mu.Unlock()
 	if j := e.opts.Journal; j != nil {
-		j.endTerm(e.opts.Identity, term)
+		j.endTerm(e.opts.Identity, int32(term))
 	}
-	e.opts.Log.Info("lost leadership", "reason", why)
+	e.opts.Log.Info("lost leadership", "reason", why, "term", term)
 	if m := e.opts.Metrics; m != nil {
 		m.stopped()
 	}
@@ -467,7 +477,7 @@ func (e *Elector) resign() {
 	term := e.termNo
 	e.mu.Unlock()
 	if j := e.opts.Journal; j != nil {
-		j.endTerm(e.opts.Identity, term)
+		j.endTerm(e.opts.Identity, int32(term))
 	}
 	if m := e.opts.Metrics; m != nil {
 		m.stopped()
@@ -544,7 +554,9 @@ func (e *Elector) watch(ctx context.Context) {
 func (e *Elector) see(lease *coordinationv1.Lease) {
 	now := e.opts.Clock.Now()
 	e.mu.Lock()
-	if lease != nil && e.lease != nil && lease.ResourceVersion == e.lease.ResourceVersion {
+	if lease != nil && e.lease != nil && !Newer(e.lease.ResourceVersion, lease.ResourceVersion) {
+		// The same version again, or a lagging watch event older than a
+		// version already read: nothing new.
 		e.mu.Unlock()
 		return
 	}

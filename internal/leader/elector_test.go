@@ -40,7 +40,7 @@ func TestReleaseAfterALateRenewal(t *testing.T) {
 	}
 	started := make(chan struct{}, 1)
 	e, err := leader.New(leader.Options{Config: fast, Client: cs, Namespace: ns, Name: "l", Identity: "a",
-		OnStartedLeading: func(context.Context) { started <- struct{}{} }})
+		OnStartedLeading: func(*leader.Term) { started <- struct{}{} }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -84,7 +84,7 @@ func TestJournalRecordsHandover(t *testing.T) {
 		go func() { // leader-only work, as often as the elector allows it
 			defer wg.Done()
 			for ctx.Err() == nil {
-				e.Authorize("work")
+				e.Current().Confirm("work")
 				time.Sleep(time.Millisecond)
 			}
 		}()
@@ -92,7 +92,7 @@ func TestJournalRecordsHandover(t *testing.T) {
 	}
 	a, stopA, aDone := run("a")
 	controlplanetest.Eventually(t, 20*time.Second, func() error {
-		if !a.IsLeader() {
+		if a.Current() == nil {
 			return context.DeadlineExceeded
 		}
 		return nil
@@ -101,7 +101,7 @@ func TestJournalRecordsHandover(t *testing.T) {
 	stopA()
 	<-aDone
 	controlplanetest.Eventually(t, 10*time.Second, func() error {
-		if !b.IsLeader() {
+		if b.Current() == nil {
 			return context.DeadlineExceeded
 		}
 		return nil

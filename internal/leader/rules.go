@@ -2,6 +2,7 @@ package leader
 
 import (
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -117,4 +118,89 @@ func IsValid(validUntil, now time.Duration) bool {
 // NextRenewal is when a leader whose last renewal was sent at sentAt renews again.
 func NextRenewal(c Config, sentAt time.Duration) time.Duration {
 	return sentAt + c.RetryPeriod
+}
+
+// Newer reports whether resourceVersion next is newer than prev. Versions of
+// one object served by one etcd are increasing integers; a watch event may lag
+// behind a version read by GET, and must not roll the view back. Versions that
+// do not parse are compared for difference only.
+func Newer(prev, next string) bool {
+	if prev == "" {
+		return next != ""
+	}
+	p, errP := strconv.ParseUint(prev, 10, 64)
+	n, errN := strconv.ParseUint(next, 10, 64)
+	if errP != nil || errN != nil {
+		return prev != next
+	}
+	return n > p
+}
+
+// State is what an elector knows at a moment: the input of Decide.
+type State struct {
+	// Identity of this candidate.
+	Identity string
+	// Observed is true once the Lease, or its absence, has been seen.
+	Observed bool
+	// Lease is the newest version seen.
+	Lease Observation
+	// Leading is true while this replica holds a term.
+	Leading bool
+	// LastSent is when the last successful acquire or renewal was sent.
+	LastSent time.Duration
+	// ValidUntil is when the current term's validity ends.
+	ValidUntil time.Duration
+}
+
+// Step is what an elector does next.
+type Step int
+
+// Steps.
+const (
+	// Wait does nothing until Decision.Wait has passed or something is seen.
+	Wait Step = iota
+	// Acquire writes the Lease with this replica as holder, starting a term.
+	Acquire
+	// Renew writes the Lease's renew time, extending the term.
+	Renew
+	// EndTerm ends the term at once: validity has run out, or another
+	// replica holds the Lease.
+	EndTerm
+)
+
+func (s Step) String() string {
+	return [...]string{"wait", "acquire", "renew", "end term"}[s]
+}
+
+// Decision is a Step with how long to wait before deciding again, and why.
+type Decision struct {
+	Step   Step
+	Wait   time.Duration
+	Reason string
+}
+
+// Decide is the elector's whole policy: given what it knows and the time on
+// its own monotonic clock, what to do now. It has no clock, goroutine or
+// network of its own, so every interleaving can be walked through in tests.
+func Decide(c Config, s State, now time.Duration) Decision {
+	if s.Leading {
+		switch {
+		case !IsValid(s.ValidUntil, now):
+			return Decision{Step: EndTerm, Reason: "renew deadline passed without a successful renewal"}
+		case s.Observed && (!s.Lease.Exists || s.Lease.Holder != s.Identity):
+			return Decision{Step: EndTerm, Reason: "another replica holds the lease"}
+		}
+		if due := NextRenewal(c, s.LastSent); now < due {
+			return Decision{Step: Wait, Wait: min(due, s.ValidUntil) - now, Reason: "renewal not due"}
+		}
+		return Decision{Step: Renew, Wait: c.RetryPeriod, Reason: "renewal due"}
+	}
+	if !s.Observed {
+		// Never act on a lease not yet seen: it is most likely held.
+		return Decision{Step: Wait, Wait: c.RetryPeriod, Reason: "lease not observed yet"}
+	}
+	if !CanAcquire(s.Lease, s.Identity, now) {
+		return Decision{Step: Wait, Wait: ExpiresAt(s.Lease) - now, Reason: "lease held by " + s.Lease.Holder}
+	}
+	return Decision{Step: Acquire, Wait: c.RetryPeriod, Reason: "lease free"}
 }

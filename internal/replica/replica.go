@@ -50,8 +50,8 @@ type Options struct {
 	// Identity of this replica. Required.
 	Identity string
 	// Leader, if set, decides leadership instead of an election (for tests
-	// and single-replica runs). Nil runs for the module's Lease.
-	Leader LeaderStatus
+	// and single-replica runs: leader.Always). Nil runs for the module's Lease.
+	Leader leader.Source
 	// Election durations. Zero values take the defaults.
 	Election leader.Config
 	// GRPCAddr is this replica's advertised gRPC address, and ModuleAddr the
@@ -104,12 +104,6 @@ func Scheme() *runtime.Scheme {
 	return s
 }
 
-// LeaderStatus is leadership as the replica needs it.
-type LeaderStatus interface {
-	leader.Status
-	leader.Terms
-}
-
 // LeaseName is the name of a module's leader Lease.
 func LeaseName(module string) string { return module + "-leader" }
 
@@ -144,9 +138,10 @@ func Run(ctx context.Context, opts Options) error {
 	} else if opts.Config.Burst == 0 {
 		opts.Config.Burst = int(opts.Config.QPS * 1.5)
 	}
-	// Writes to tinymod's kinds leave only a replica that leads (or holds the
-	// lease while it flushes on the way out), checked as they are sent.
-	fence := &leader.Fence{Groups: []string{v1alpha1.GroupVersion.Group}}
+	// Changes to objects leave only with a valid term (the lease still held,
+	// while a graceful stop flushes on the way out too), checked as they are
+	// sent; a replica's Leases and Events are exempt.
+	fence := &leader.Fence{Prefix: leader.PrefixOf(opts.Config.Host)}
 	opts.Config.Wrap(fence.Wrap)
 	mgr, err := ctrl.NewManager(opts.Config, ctrl.Options{
 		Scheme:                 Scheme(),
@@ -182,7 +177,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	var (
 		elector *leader.Elector
-		status  LeaderStatus = opts.Leader
+		status  = opts.Leader
 	)
 	// Filled in below; the elector's callbacks need them.
 	var (
@@ -202,12 +197,12 @@ func Run(ctx context.Context, opts Options) error {
 			Log:       log.WithName("leader"),
 			Metrics:   leader.NewMetrics(ctrlmetrics.Registry, opts.Module.Name, opts.Identity),
 			Journal:   opts.Journal,
-			OnStartedLeading: func(term context.Context) {
+			OnStartedLeading: func(term *leader.Term) {
 				<-mgrReady
 				sched.LeadershipChanged()
 				modules.Resync()
-				nodes.Resync(term)
-				signals.Resync(term)
+				nodes.Resync(term.Context())
+				signals.Resync(term.Context())
 			},
 			OnStoppedLeading: func() { sched.LeadershipChanged() },
 			BeforeRelease:    func() { statusW.Flush() },
@@ -228,7 +223,6 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 
-	fence.Set(holdsLease{status})
 	nodes = &controller.TinyNodeReconciler{
 		Client:    mgr.GetClient(),
 		Leader:    status,
@@ -242,7 +236,7 @@ func Run(ctx context.Context, opts Options) error {
 		Client:    mgr.GetClient(),
 		Reader:    mgr.GetAPIReader(),
 		Namespace: opts.Namespace,
-		Leader:    holdsLease{status},
+		Leader:    status,
 		Render:    nodes.RenderStatus,
 		Window:    opts.StatusWindow,
 	}
@@ -261,6 +255,7 @@ func Run(ctx context.Context, opts Options) error {
 		Transport: transportClient,
 		Metrics:   ctrlmetrics.Registry,
 		Log:       log.WithName("scheduler"),
+		OnPanic:   nodes.Panicked,
 	})
 	if err != nil {
 		return fmt.Errorf("replica: %w", err)
@@ -338,15 +333,37 @@ func Run(ctx context.Context, opts Options) error {
 			Log: log.WithName("membership")}).Run(memberCtx)
 	}()
 
+	// The replica runs until ctx ends or the manager stops on its own (a
+	// runnable failed): a leader whose controllers have stopped must not
+	// keep renewing the lease.
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	var (
+		mgrErr     error
+		mgrStopped bool
+	)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case mgrErr = <-mgrDone:
+			mgrStopped = true
+			log.Error(mgrErr, "the manager stopped; the replica stops with it")
+			stopRun()
+		case <-runCtx.Done():
+		}
+	}()
 	if elector != nil {
-		// Returns once ctx ends, after stopping leader-only work, flushing
+		// Returns once runCtx ends, after stopping leader-only work, flushing
 		// status writes and releasing the lease.
-		if err := elector.Run(ctx); err != nil {
+		if err := elector.Run(runCtx); err != nil {
 			log.Error(err, "leader election")
 		}
 	} else {
-		<-ctx.Done()
+		<-runCtx.Done()
 	}
+	stopRun()
+	<-watched
 	statusW.Flush()
 	stopMember()
 	<-memberDone
@@ -362,21 +379,15 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 	stopMgr()
-	err = <-mgrDone
+	if mgrStopped {
+		err = mgrErr
+		if err == nil {
+			err = errors.New("the manager stopped")
+		}
+	} else {
+		err = <-mgrDone
+	}
 	sched.Stop()
 	log.Info("replica stopped")
 	return err
-}
-
-// holdsLease gates status writes: they may still flush while a leader steps
-// down, after leader-only work has stopped and before the lease is released.
-type holdsLease struct{ s leader.Status }
-
-func (h holdsLease) IsLeader() bool { return h.Authorize("") }
-
-func (h holdsLease) Authorize(action string) bool {
-	if e, ok := h.s.(interface{ AuthorizeHolding(string) bool }); ok {
-		return e.AuthorizeHolding(action)
-	}
-	return leader.Authorize(h.s, action)
 }

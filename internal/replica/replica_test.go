@@ -3,8 +3,10 @@ package replica_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,7 +43,9 @@ func newHarness(t *testing.T) *harness {
 }
 
 // startReplica runs a leading replica as its own API user until the test ends.
-func (h *harness) startReplica(user string) {
+// startReplica starts a replica that always leads and returns a function that
+// stops it (also called at cleanup).
+func (h *harness) startReplica(user string) (stop func()) {
 	h.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -52,20 +56,25 @@ func (h *harness) startReplica(user string) {
 			Config:     h.env.UserConfig(h.t, user),
 			Namespace:  h.ns,
 			Identity:   user,
-			Leader:     leader.Static(true),
+			Leader:     leader.Always,
 		})
 	}()
-	h.t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				h.t.Errorf("replica %s: %v", user, err)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					h.t.Errorf("replica %s: %v", user, err)
+				}
+			case <-time.After(30 * time.Second):
+				h.t.Errorf("replica %s did not stop within 30s", user)
 			}
-		case <-time.After(30 * time.Second):
-			h.t.Errorf("replica %s did not stop within 30s", user)
-		}
-	})
+		})
+	}
+	h.t.Cleanup(stop)
+	return stop
 }
 
 func jsonOf(t *testing.T, v any) *apiextensionsv1.JSON {
@@ -220,8 +229,10 @@ func TestStatusPublishesPortsAndModule(t *testing.T) {
 	if def := schema["default"].(map[string]any); def["who"] != "nobody" {
 		t.Errorf("settings default: %v", schema["default"])
 	}
-	if !containsString(n.Finalizers, controller.NodeFinalizer) {
-		t.Errorf("finalizers: %v", n.Finalizers)
+	// Its component owns no cluster resources: no finalizer, so that the node
+	// can be deleted even once its module is gone.
+	if len(n.Finalizers) != 0 {
+		t.Errorf("finalizers: %v, want none", n.Finalizers)
 	}
 
 	controlplanetest.Eventually(t, 20*time.Second, func() error {
@@ -376,8 +387,8 @@ func TestCycleAndDepthLimit(t *testing.T) {
 	h.waitMetadata("a", "result", "depth limit")
 }
 
-// TestDeleteDestroysAndReleases deletes a node: the instance is destroyed and
-// the finalizer released, so the object goes.
+// TestDeleteDestroysAndReleases deletes a node: the object goes at once (it
+// carries no finalizer) and the instance is destroyed.
 func TestDeleteDestroysAndReleases(t *testing.T) {
 	h := newHarness(t)
 	h.startReplica("replica-a")
@@ -394,8 +405,43 @@ func TestDeleteDestroysAndReleases(t *testing.T) {
 		}
 		return nil
 	})
-	if !p.destroyed.Load() {
-		t.Error("instance not destroyed")
+	controlplanetest.Eventually(t, 20*time.Second, func() error {
+		if !p.destroyed.Load() {
+			return errors.New("instance not destroyed")
+		}
+		return nil
+	})
+}
+
+// TestNodesOutliveTheirModule: once the module is gone (no replica runs),
+// its nodes can still be deleted; a finalizer an earlier version set on a
+// node that owns no cluster resources is taken off.
+func TestNodesOutliveTheirModule(t *testing.T) {
+	h := newHarness(t)
+	stop := h.startReplica("replica-a")
+	legacy := &v1alpha1.TinyNode{
+		ObjectMeta: metav1.ObjectMeta{Name: "legacy", Namespace: h.ns, Finalizers: []string{controller.NodeFinalizer}},
+		Spec:       v1alpha1.TinyNodeSpec{Module: moduleName, Component: "sink"},
+	}
+	if err := h.c.Create(h.ctx, legacy); err != nil {
+		t.Fatal(err)
+	}
+	h.create("plain", "sink", nil)
+	h.waitReady("plain", metav1.ConditionTrue, controller.ReasonRunning)
+	controlplanetest.Eventually(t, 20*time.Second, func() error {
+		if f := h.get("legacy").Finalizers; len(f) != 0 {
+			return fmt.Errorf("legacy finalizers: %v", f)
+		}
+		return nil
+	})
+	stop()
+	for _, name := range []string{"plain", "legacy"} {
+		if err := h.c.Delete(h.ctx, h.get(name)); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: name}, &v1alpha1.TinyNode{}); !apierrors.IsNotFound(err) {
+			t.Errorf("node %s with its module gone: %v, want it deleted at once", name, err)
+		}
 	}
 }
 

@@ -42,8 +42,8 @@ type Manager struct {
 	Read   client.Reader
 	// Namespace, Module and Node say whose resources these are.
 	Namespace, Module, Node string
-	// Leader gates every write.
-	Leader leader.Status
+	// Leader gates every write: each carries the term it was confirmed in.
+	Leader leader.Source
 	// IngressClass, if set, is the Ingresses' ingressClassName.
 	IngressClass string
 }
@@ -86,11 +86,14 @@ func (m *Manager) owner(ctx context.Context) (metav1.OwnerReference, error) {
 	return metav1.OwnerReference{APIVersion: v1alpha1.GroupVersion.String(), Kind: "TinyNode", Name: n.Name, UID: n.UID}, nil
 }
 
-func (m *Manager) authorize(action string) error {
-	if !leader.Authorize(m.Leader, action+" "+m.Node) {
-		return module.ErrNotLeader
+// authorize confirms leadership for action and returns ctx carrying the term,
+// for the Fence to check again as each write leaves.
+func (m *Manager) authorize(ctx context.Context, action string) (context.Context, error) {
+	t := m.Leader.Current()
+	if !t.Confirm(action + " " + m.Node) {
+		return ctx, module.ErrNotLeader
 	}
-	return nil
+	return leader.WithTerm(ctx, t), nil
 }
 
 // ExposePort creates or updates the Service and, with hostnames, the Ingress.
@@ -98,7 +101,8 @@ func (m *Manager) ExposePort(ctx context.Context, port int, hostnames ...string)
 	if port < 1 || port > 65535 {
 		return module.Permanent(fmt.Errorf("expose port %d: not a port", port))
 	}
-	if err := m.authorize("expose"); err != nil {
+	ctx, err := m.authorize(ctx, "expose")
+	if err != nil {
 		return err
 	}
 	owner, err := m.owner(ctx)
@@ -139,7 +143,8 @@ func (m *Manager) ExposePort(ctx context.Context, port int, hostnames ...string)
 
 // DisclosePort deletes the port's Ingress and Service.
 func (m *Manager) DisclosePort(ctx context.Context, port int) error {
-	if err := m.authorize("disclose"); err != nil {
+	ctx, err := m.authorize(ctx, "disclose")
+	if err != nil {
 		return err
 	}
 	name := Name(m.Node, port)

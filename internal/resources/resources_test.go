@@ -34,7 +34,7 @@ func TestExposeOnTheLeaderOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	manager := func(leading bool) *resources.Manager {
-		return &resources.Manager{Client: env.Client, Read: env.Client, Namespace: ns, Module: "m", Node: "web", Leader: leader.Static(leading)}
+		return &resources.Manager{Client: env.Client, Read: env.Client, Namespace: ns, Module: "m", Node: "web", Leader: source(leading)}
 	}
 	count := func() (svcs []corev1.Service, ings []networkingv1.Ingress) {
 		t.Helper()
@@ -144,4 +144,11 @@ func TestNameIsAServiceName(t *testing.T) {
 		}
 		seen[name] = true
 	}
+}
+
+func source(leading bool) leader.Source {
+	if leading {
+		return leader.Always
+	}
+	return leader.Never
 }

@@ -46,7 +46,7 @@ func benchFlow(b *testing.B, n int, mapping map[string]any) module.Handler {
 	s, err := New(Options{
 		Module:     module.Info{Name: "m"},
 		Components: []module.Component{emitter{}, &counter{}},
-		Leader:     leader.Static(true),
+		Leader:     leader.Always,
 		Metrics:    prometheus.NewRegistry(),
 	})
 	if err != nil {

@@ -8,14 +8,19 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 )
 
-// Describe returns the ports of the node's instance as it publishes them now,
-// and false when the node has no instance.
+// Describe returns the ports of the node's instance as it publishes them, and
+// false when the node has no instance. It runs no component code: the ports
+// are those read when the instance last refreshed them (after its settings
+// changed, or it sent on _control or _reconcile), so a status write never
+// waits on a component's locks.
 func (s *Scheduler) Describe(name string) (module.ComponentInfo, []v1alpha1.PortStatus, bool) {
 	inst := s.instance(name)
 	if inst == nil {
 		return module.ComponentInfo{}, nil, false
 	}
-	return inst.component.GetInfo(), PortStatuses(inst.component.Ports()), true
+	inst.mu.RLock()
+	defer inst.mu.RUnlock()
+	return inst.info, inst.statuses, true
 }
 
 // PortStatuses renders ports with their JSON Schemas, as TinyNode and
@@ -38,15 +43,25 @@ func PortStatuses(ports []module.Port) []v1alpha1.PortStatus {
 	return out
 }
 
-// ModuleComponents renders every component of the scheduler for TinyModule status.
+// ModuleComponents renders every component of the scheduler for TinyModule
+// status; a component whose GetInfo, Instance or Ports panics is left out, and
+// logged.
 func (s *Scheduler) ModuleComponents() []v1alpha1.ModuleComponent {
 	var out []v1alpha1.ModuleComponent
-	for _, c := range s.Components() {
-		info := c.GetInfo()
-		out = append(out, v1alpha1.ModuleComponent{
-			ComponentInfo: v1alpha1.ComponentInfo{Name: info.Name, Description: info.Description, Info: info.Info, Tags: info.Tags},
-			Ports:         PortStatuses(c.Instance().Ports()),
-		})
+	for _, name := range s.componentNames() {
+		c := s.components[name]
+		var mc v1alpha1.ModuleComponent
+		if err := contain(func() {
+			info := c.GetInfo()
+			mc = v1alpha1.ModuleComponent{
+				ComponentInfo: v1alpha1.ComponentInfo{Name: info.Name, Description: info.Description, Info: info.Info, Tags: info.Tags},
+				Ports:         PortStatuses(c.Instance().Ports()),
+			}
+		}); err != nil {
+			s.opts.Log.Error(err, "component panicked while describing itself", "component", name)
+			continue
+		}
+		out = append(out, mc)
 	}
 	return out
 }

@@ -19,7 +19,7 @@ func FuzzSettingsDecode(f *testing.F) {
 	for _, seed := range []string{`{"prefix":"x","times":2}`, `{"times":0}`, `{"prefix":5}`, `null`, `[]`, `"s"`, `{"times":1e400}`, `{`} {
 		f.Add([]byte(seed))
 	}
-	s, err := New(Options{Module: module.Info{Name: "m"}, Components: []module.Component{&relay{}, &sink{}}, Leader: leader.Static(true)})
+	s, err := New(Options{Module: module.Info{Name: "m"}, Components: []module.Component{&relay{}, &sink{}}, Leader: leader.Always})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func FuzzMessageData(f *testing.F) {
 	for _, seed := range []string{`{"who":"a","count":1}`, `{"who":5}`, `null`, `[1,2]`, `"x"`, `true`, `{"count":"9"}`, `{"who":"a","extra":{"deep":[1]}}`} {
 		f.Add([]byte(seed))
 	}
-	s, err := New(Options{Module: module.Info{Name: "m"}, Components: []module.Component{&sink{}}, Leader: leader.Static(true)})
+	s, err := New(Options{Module: module.Info{Name: "m"}, Components: []module.Component{&sink{}}, Leader: leader.Always})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -36,8 +36,14 @@ type instance struct {
 	// termCtx is ctx also ended by the leadership term termOf; one per term,
 	// so that system deliveries do not each hang a new child on ctx.
 	termMu  sync.Mutex
-	termOf  context.Context
+	termOf  *leader.Term
 	termCtx context.Context
+
+	// refresh re-reads the component's ports off the caller's goroutine
+	// (see refreshSoon).
+	refreshMu      sync.Mutex
+	refreshRunning bool
+	refreshPending bool
 
 	// updateMu serialises update so settings are delivered in order.
 	updateMu sync.Mutex
@@ -46,6 +52,8 @@ type instance struct {
 
 	mu       sync.RWMutex
 	ports    map[string]*port   // the component's ports by name
+	info     module.ComponentInfo
+	statuses []v1alpha1.PortStatus // the ports as published, in the component's order
 	edges    map[string][]*edge // output port -> its edges, in spec order
 	mappings map[mappingKey]*compiledMapping
 	node     *v1alpha1.TinyNode
@@ -71,8 +79,7 @@ type edge struct {
 
 func (s *Scheduler) newInstance(name, componentName string, c module.Component) *instance {
 	log := s.opts.Log.WithValues("node", name)
-	status := leader.Named{Status: s.opts.Leader, Action: "node " + name}
-	ctx, cancel := context.WithCancel(module.WithLog(leader.NewContext(context.Background(), status), log))
+	ctx, cancel := context.WithCancel(module.WithLog(leader.NewContext(context.Background(), s.opts.Leader, "node "+name), log))
 	inst := &instance{
 		s: s, name: name, componentName: componentName, component: c,
 		ctx: ctx, cancel: cancel, log: log,
@@ -80,22 +87,18 @@ func (s *Scheduler) newInstance(name, componentName string, c module.Component) 
 		mappings: map[mappingKey]*compiledMapping{},
 	}
 	inst.output = inst.send
-	inst.ports = s.portsOf(name, c)
+	inst.refreshPorts()
 	return inst
 }
 
 func (inst *instance) destroy() {
 	inst.cancel()
 	inst.s.metrics.forget(inst.name)
+	inst.s.failures.forget(inst.name)
 	if d, ok := inst.component.(module.Destroyer); ok {
-		func() {
-			defer func() {
-				if r := recover(); r != nil {
-					inst.s.opts.Log.Error(fmt.Errorf("panic: %v", r), "destroy panicked", "node", inst.name, "stack", string(debug.Stack()))
-				}
-			}()
-			d.Destroy()
-		}()
+		if err := contain(d.Destroy); err != nil {
+			inst.s.panicked(inst.name, "Destroy", err)
+		}
 	}
 }
 
@@ -103,6 +106,15 @@ func (inst *instance) destroy() {
 func (inst *instance) update(node *v1alpha1.TinyNode) []Problem {
 	inst.updateMu.Lock()
 	defer inst.updateMu.Unlock()
+
+	// A stale copy (a message's Lookup racing the controller) never rolls
+	// the instance back to an older spec.
+	inst.mu.RLock()
+	prev := inst.node
+	inst.mu.RUnlock()
+	if prev != nil && prev.UID == node.UID && node.Generation < prev.Generation {
+		return nil
+	}
 
 	// Wire first, so a component that acts on its settings (sending on an
 	// output) finds its edges; then deliver the settings; if they changed the
@@ -206,7 +218,14 @@ func (inst *instance) settingsLocked(raw []byte) (*Problem, bool) {
 			return &Problem{Reason: ReasonInvalidSettings, Message: fmt.Sprintf("settings break the schema of %s: %v", v1alpha1.SettingsPort, err)}, false
 		}
 	}
-	value, err := p.decodeJSON(raw)
+	var (
+		value any
+		err   error
+	)
+	if perr := contain(func() { value, err = p.decodeJSON(raw) }); perr != nil {
+		inst.s.panicked(inst.name, "decoding settings", perr)
+		err = perr
+	}
 	if err != nil {
 		return &Problem{Reason: ReasonInvalidSettings, Message: fmt.Sprintf("settings do not decode into %s: %v", p.typ, err)}, false
 	}
@@ -226,38 +245,80 @@ func (inst *instance) settingsLocked(raw []byte) (*Problem, bool) {
 	return nil, true
 }
 
-// refreshPorts re-reads the component's ports, which may follow its settings.
-// Port values are never changed once published (readers hold them without
-// the lock): the table is replaced whole.
+// refreshPorts re-reads the component's ports, which may follow its settings
+// or its state, and what it publishes of them. Port values are never changed
+// once published (readers hold them without the lock): the table is replaced
+// whole. A component whose Ports or GetInfo panics keeps its last table.
 func (inst *instance) refreshPorts() {
-	fresh := inst.s.portsOf(inst.name, inst.component)
+	var (
+		defs []module.Port
+		info module.ComponentInfo
+	)
+	if err := contain(func() { defs = inst.component.Ports(); info = inst.component.GetInfo() }); err != nil {
+		inst.s.panicked(inst.name, "Ports", err)
+		inst.mu.Lock()
+		if inst.ports == nil {
+			inst.ports = inst.s.portsOf(inst.name, nil)
+		}
+		inst.mu.Unlock()
+		return
+	}
+	fresh := inst.s.portsOf(inst.name, defs)
+	statuses := PortStatuses(defs)
 	inst.mu.Lock()
-	inst.ports = fresh
+	inst.ports, inst.info, inst.statuses = fresh, info, statuses
 	inst.mu.Unlock()
+}
+
+// refreshSoon re-reads the ports on a goroutine of its own, then asks for the
+// status to be written: a component may call output on _control or
+// _reconcile while holding a lock that its Ports takes, so the caller must
+// not wait for it. Requests that arrive meanwhile are served by one more pass.
+func (inst *instance) refreshSoon() {
+	inst.refreshMu.Lock()
+	if inst.refreshRunning {
+		inst.refreshPending = true
+		inst.refreshMu.Unlock()
+		return
+	}
+	inst.refreshRunning = true
+	inst.refreshMu.Unlock()
+	go func() {
+		for {
+			inst.refreshPorts()
+			if inst.s.opts.Status != nil && inst.s.opts.Leader.Current().Confirm("node "+inst.name) {
+				inst.s.opts.Status.Refresh(inst.name)
+			}
+			inst.refreshMu.Lock()
+			if !inst.refreshPending || inst.ctx.Err() != nil {
+				inst.refreshRunning, inst.refreshPending = false, false
+				inst.refreshMu.Unlock()
+				return
+			}
+			inst.refreshPending = false
+			inst.refreshMu.Unlock()
+		}
+	}()
 }
 
 // deliverSystem hands a system-port message to the component with a context
 // that lives as long as the instance and, on the leader, ends with the term.
 func (inst *instance) deliverSystem(port string, msg any) any {
-	return inst.handle(inst.systemContext(), inst.portLocked(port), port, msg)
+	return inst.handle(inst.systemContext(), inst.portLocked(port), "", port, msg)
 }
 
 // systemContext is the context for system ports: the instance's own, also
 // cancelled when the current leadership term ends.
 func (inst *instance) systemContext() context.Context {
-	terms, ok := inst.s.opts.Leader.(leader.Terms)
-	if !ok {
-		return inst.ctx
-	}
-	term, leading := terms.Term()
-	if !leading {
+	term := inst.s.opts.Leader.Current()
+	if term == nil {
 		return inst.ctx
 	}
 	inst.termMu.Lock()
 	defer inst.termMu.Unlock()
 	if inst.termOf != term {
 		ctx, cancel := context.WithCancel(inst.ctx)
-		context.AfterFunc(term, cancel)
+		context.AfterFunc(term.Context(), cancel)
 		inst.termOf, inst.termCtx = term, ctx
 	}
 	return inst.termCtx
@@ -279,24 +340,47 @@ func (inst *instance) receive(ctx context.Context, from, portName string, data a
 		m = inst.mappings[mappingKey{from: from, port: portName}]
 	}
 	inst.mu.RUnlock()
-	if p == nil {
-		return module.Permanent(fmt.Errorf("%w: node %s has no port %q", ErrNoPort, inst.name, portName))
+	var err error
+	switch {
+	case p == nil:
+		err = module.Permanent(fmt.Errorf("%w: node %s has no port %q", ErrNoPort, inst.name, portName))
+	case p.def.Source:
+		err = module.Permanent(fmt.Errorf("%w: %s.%s is an output port", ErrNoPort, inst.name, portName))
 	}
-	if p.def.Source {
-		return module.Permanent(fmt.Errorf("%w: %s.%s is an output port", ErrNoPort, inst.name, portName))
-	}
-	msg, err := inst.decode(p, m, data)
 	if err != nil {
-		return module.Permanent(fmt.Errorf("message for %s.%s: %w", inst.name, portName, err))
+		inst.s.failed(inst.name, edgeOrPort(from, portName), from, err)
+		return err
+	}
+	var msg any
+	if perr := contain(func() { msg, err = inst.decode(p, m, data) }); perr != nil {
+		inst.s.panicked(inst.name, "decoding a message for port "+portName, perr)
+		err = perr
+	}
+	if err != nil {
+		err = module.Permanent(fmt.Errorf("message for %s.%s: %w", inst.name, portName, err))
+		p.m.failed.Inc()
+		inst.s.failed(inst.name, edgeOrPort(from, portName), from, err)
+		return err
 	}
 	if isSystemPort(portName) {
 		// System ports carry the instance's context: it lives as long as the
 		// node (and the term), not as long as the message.
-		return inst.handle(withMessageID(inst.systemContext(), ctx), p, portName, msg)
+		return inst.handle(withMessageID(inst.systemContext(), ctx), p, from, portName, msg)
 	}
-	ctx, cancel := context.WithCancel(module.WithLog(ctx, inst.log))
+	// Whoever delivered the message (an edge, a signal, another module), the
+	// component asks utils.IsLeader of this replica's leadership.
+	ctx, cancel := context.WithCancel(module.WithLog(leader.NewContext(ctx, inst.s.opts.Leader, "node "+inst.name), inst.log))
 	defer cancel()
-	return inst.handle(ctx, p, portName, msg)
+	return inst.handle(ctx, p, from, portName, msg)
+}
+
+// edgeOrPort names where a message came in, for failure logs: the edge it
+// came along, or the port when it came from outside.
+func edgeOrPort(from, port string) string {
+	if from != "" {
+		return "edge " + from + " -> " + port
+	}
+	return "port " + port
 }
 
 // withMessageID carries the message ID of from into ctx.
@@ -325,14 +409,17 @@ func (inst *instance) decode(p *port, m *compiledMapping, data any) (any, error)
 	return p.convert(data)
 }
 
-// handle calls the component, turning a panic into an error and counting.
-func (inst *instance) handle(ctx context.Context, p *port, portName string, msg any) (result any) {
+// handle calls the component, turning a panic into an error, counting, and
+// recording a failure.
+func (inst *instance) handle(ctx context.Context, p *port, from, portName string, msg any) (result any) {
 	start := time.Now()
 	defer func() {
 		if r := recover(); r != nil {
 			err := fmt.Errorf("panic in %s on port %s: %v", inst.name, portName, r)
-			inst.s.opts.Log.Error(err, "handler panicked", "node", inst.name, "port", portName, "stack", string(debug.Stack()))
+			inst.s.panicked(inst.name, "Handle on port "+portName, &PanicError{Value: r, Stack: debug.Stack()})
 			result = err
+		} else if err, ok := result.(error); ok && err != nil {
+			inst.s.failed(inst.name, edgeOrPort(from, portName), from, err)
 		}
 		if p != nil {
 			p.observe(start, result)
@@ -347,10 +434,9 @@ func (inst *instance) send(ctx context.Context, portName string, data any) any {
 	case v1alpha1.ReconcilePort:
 		return inst.reconcileOutput(ctx, data)
 	case v1alpha1.ControlPort:
-		// The control port's state is part of the published ports.
-		if inst.s.opts.Status != nil && leader.Authorize(inst.s.opts.Leader, "node "+inst.name) {
-			inst.s.opts.Status.Refresh(inst.name)
-		}
+		// The control port's state is part of the published ports, and its
+		// type may have changed with it: read them again.
+		inst.refreshSoon()
 		return nil
 	case v1alpha1.SettingsPort:
 		return nil
@@ -378,7 +464,7 @@ func (inst *instance) send(ctx context.Context, portName string, data any) any {
 	case 0:
 		return nil
 	case 1:
-		return inst.s.deliverRetrying(ctx, edges[0], data)
+		return inst.deliverRetrying(ctx, edges[0], data)
 	}
 	results := make([]any, len(edges))
 	var wg sync.WaitGroup
@@ -386,10 +472,10 @@ func (inst *instance) send(ctx context.Context, portName string, data any) any {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i+1] = inst.s.deliverRetrying(ctx, e, data)
+			results[i+1] = inst.deliverRetrying(ctx, e, data)
 		}()
 	}
-	results[0] = inst.s.deliverRetrying(ctx, edges[0], data)
+	results[0] = inst.deliverRetrying(ctx, edges[0], data)
 	wg.Wait()
 	for _, r := range results {
 		if err, ok := r.(error); ok && err != nil {
@@ -404,9 +490,7 @@ func (inst *instance) reconcileOutput(ctx context.Context, data any) any {
 	var fn func(*v1alpha1.TinyNode) error
 	switch f := data.(type) {
 	case nil:
-		if inst.s.opts.Status != nil && leader.Authorize(inst.s.opts.Leader, "node "+inst.name) {
-			inst.s.opts.Status.Refresh(inst.name)
-		}
+		inst.refreshSoon()
 		return nil
 	case func(*v1alpha1.TinyNode):
 		fn = func(n *v1alpha1.TinyNode) error { f(n); return nil }
@@ -415,18 +499,29 @@ func (inst *instance) reconcileOutput(ctx context.Context, data any) any {
 	default:
 		return module.Permanent(fmt.Errorf("%s: %s takes nil or a func(*v1alpha1.TinyNode), not %T", inst.name, v1alpha1.ReconcilePort, data))
 	}
-	if inst.s.opts.Status == nil || !leader.Authorize(inst.s.opts.Leader, "node "+inst.name) {
+	if inst.s.opts.Status == nil || !inst.s.opts.Leader.Current().Confirm("node "+inst.name) {
 		return nil // readers never write
 	}
-	if err := inst.s.opts.Status.UpdateStatus(ctx, inst.name, fn); err != nil {
+	// The callback is component code, run by the status writer: a panic in
+	// it fails this write and is reported as the node's, nothing more.
+	guarded := func(n *v1alpha1.TinyNode) (err error) {
+		if perr := contain(func() { err = fn(n) }); perr != nil {
+			inst.s.panicked(inst.name, "status callback", perr)
+			return module.Permanent(perr)
+		}
 		return err
 	}
+	if err := inst.s.opts.Status.UpdateStatus(ctx, inst.name, guarded); err != nil {
+		return err
+	}
+	inst.refreshSoon()
 	return nil
 }
 
 // deliverRetrying sends data along one edge, again after transient errors as
 // the edge's retry policy allows, waiting backoff, then twice as long, ...
-func (s *Scheduler) deliverRetrying(ctx context.Context, e *edge, data any) any {
+func (inst *instance) deliverRetrying(ctx context.Context, e *edge, data any) any {
+	s := inst.s
 	res := s.deliver(ctx, e, data)
 	backoff := e.backoff
 	for attempt := 2; attempt <= e.attempts; attempt++ {
@@ -452,9 +547,13 @@ func (s *Scheduler) deliver(ctx context.Context, e *edge, data any) any {
 	if target := s.instance(e.toNode); target != nil {
 		return target.receive(ctx, e.from, e.toPort, data)
 	}
+	fail := func(err error) any {
+		s.failed(nodeOf(e.from), "edge "+e.id+" -> "+e.to, "", err)
+		return err
+	}
 	node, ok := s.opts.Lookup(e.toNode)
-	if !ok {
-		return module.Permanent(fmt.Errorf("edge %s to %s: %w", e.id, e.to, ErrNoNode))
+	if !ok || !node.DeletionTimestamp.IsZero() {
+		return fail(module.Permanent(fmt.Errorf("edge %s to %s: %w", e.id, e.to, ErrNoNode)))
 	}
 	if node.Spec.Module == s.opts.Module.Name {
 		// A node of this module that exists but has not been reconciled yet:
@@ -462,14 +561,27 @@ func (s *Scheduler) deliver(ctx context.Context, e *edge, data any) any {
 		problems := s.Update(ctx, node)
 		target := s.instance(e.toNode)
 		if target == nil {
-			return fmt.Errorf("edge %s to %s: the node cannot run: %s", e.id, e.to, ProblemsText(problems))
+			return fail(fmt.Errorf("edge %s to %s: the node cannot run: %s", e.id, e.to, ProblemsText(problems)))
 		}
 		return target.receive(ctx, e.from, e.toPort, data)
 	}
 	if s.opts.Transport == nil {
-		return module.Permanent(fmt.Errorf("edge %s to %s: node of module %s, and this replica has no transport to other modules", e.id, e.to, node.Spec.Module))
+		return fail(module.Permanent(fmt.Errorf("edge %s to %s: node of module %s, and this replica has no transport to other modules", e.id, e.to, node.Spec.Module)))
 	}
-	return s.opts.Transport.Send(ctx, node.Spec.Module, Msg{To: e.to, From: e.from, Data: data})
+	res := s.opts.Transport.Send(ctx, node.Spec.Module, Msg{To: e.to, From: e.from, Data: data})
+	if err, isErr := res.(error); isErr && err != nil {
+		fail(err)
+	}
+	return res
+}
+
+// nodeOf returns the node of "<node>.<port>".
+func nodeOf(target string) string {
+	node, _, err := SplitTarget(target)
+	if err != nil {
+		return target
+	}
+	return node
 }
 
 // checkTarget says what is wrong with an edge to toNode.toPort.
@@ -486,11 +598,10 @@ func (s *Scheduler) checkTarget(toNode, toPort string) error {
 		return fmt.Errorf("%w: %s", ErrNoNode, toNode)
 	}
 	if node.Spec.Module == s.opts.Module.Name {
-		c, ok := s.components[node.Spec.Component]
-		if !ok {
+		if _, ok := s.components[node.Spec.Component]; !ok {
 			return fmt.Errorf("node %s has an unknown component %q", toNode, node.Spec.Component)
 		}
-		if !hasInputPort(c.Ports(), toPort) {
+		if !hasInputPort(s.protoPorts[node.Spec.Component], toPort) {
 			return fmt.Errorf("node %s (%s) has no input port %q", toNode, node.Spec.Component, toPort)
 		}
 		return nil
@@ -554,11 +665,11 @@ type port struct {
 	m *portMetrics
 }
 
-// portsOf builds the port table of a component instance: its own ports plus
+// portsOf builds the port table of a component instance from its ports plus
 // the system ports it does not declare.
-func (s *Scheduler) portsOf(node string, c module.Component) map[string]*port {
+func (s *Scheduler) portsOf(node string, defs []module.Port) map[string]*port {
 	ports := map[string]*port{}
-	for _, def := range c.Ports() {
+	for _, def := range defs {
 		p := &port{def: def, m: s.metrics.forPort(node, def.Name)}
 		if def.Configuration != nil {
 			p.typ = reflect.TypeOf(def.Configuration)

@@ -9,6 +9,8 @@ import (
 )
 
 type metrics struct {
+	failures  *prometheus.CounterVec
+	panics    *prometheus.CounterVec
 	messages  *prometheus.CounterVec
 	handle    *prometheus.HistogramVec
 	instances *prometheus.GaugeVec
@@ -35,7 +37,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Node instances this replica runs, by module: every replica runs every node of its module.",
 		}, []string{"module"}),
 	}
+	m.failures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tinymod_delivery_failures_total",
+		Help: "Failed deliveries on this replica, by module: a message that did not map, decode or reach its node, or a handler's error.",
+	}, []string{"module"})
+	m.panics = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tinymod_component_panics_total",
+		Help: "Panics recovered from component code on this replica, by module.",
+	}, []string{"module"})
 	var err error
+	if m.failures, err = promreg.Register(reg, m.failures); err != nil {
+		return nil, err
+	}
+	if m.panics, err = promreg.Register(reg, m.panics); err != nil {
+		return nil, err
+	}
 	if m.instances, err = promreg.Register(reg, m.instances); err != nil {
 		return nil, err
 	}

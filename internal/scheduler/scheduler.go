@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,8 +56,8 @@ type Options struct {
 	Module module.Info
 	// Components are the components nodes may name. Defaults to module.Registered().
 	Components []module.Component
-	// Leader tells whether this replica leads. Defaults to never.
-	Leader leader.Status
+	// Leader gives this replica's leadership term. Defaults to leader.Never.
+	Leader leader.Source
 	// Status persists node status; nil drops status writes.
 	Status StatusWriter
 	// Lookup finds nodes outside this module; nil finds none.
@@ -67,6 +68,14 @@ type Options struct {
 	Metrics prometheus.Registerer
 	// Log receives panics and delivery failures. Defaults to discarding.
 	Log logr.Logger
+	// OnPanic, if set, learns of every panic recovered from a node's
+	// component code, with the entry point it came from ("Handle on port in",
+	// "Ports", ...): the place to make it the node's status.error and an Event.
+	OnPanic func(node string, err error)
+	// LogEvery bounds the log lines of failed deliveries: at most one per
+	// node and edge (or port) in each period, with a count of those left out.
+	// Defaults to 10 seconds.
+	LogEvery time.Duration
 	// MaxDepth bounds the hops of one message. Defaults to DefaultMaxDepth.
 	MaxDepth int
 	// Resources returns the resource manager of a node, delivered on the
@@ -78,7 +87,10 @@ type Options struct {
 type Scheduler struct {
 	opts       Options
 	components map[string]module.Component
+	clients    map[string]bool          // components that declare _client
+	protoPorts map[string][]module.Port // each component's ports, as registered
 	metrics    *metrics
+	failures   *failures
 
 	mu        sync.RWMutex
 	instances map[string]*instance
@@ -93,7 +105,7 @@ func New(opts Options) (*Scheduler, error) {
 		opts.Components = module.Registered()
 	}
 	if opts.Leader == nil {
-		opts.Leader = leader.Static(false)
+		opts.Leader = leader.Never
 	}
 	if opts.Lookup == nil {
 		opts.Lookup = func(string) (*v1alpha1.TinyNode, bool) { return nil, false }
@@ -104,17 +116,36 @@ func New(opts Options) (*Scheduler, error) {
 	if opts.MaxDepth == 0 {
 		opts.MaxDepth = DefaultMaxDepth
 	}
+	if opts.LogEvery == 0 {
+		opts.LogEvery = 10 * time.Second
+	}
 	s := &Scheduler{
 		opts:       opts,
 		components: make(map[string]module.Component, len(opts.Components)),
+		clients:    map[string]bool{},
+		protoPorts: map[string][]module.Port{},
 		instances:  map[string]*instance{},
 	}
+	s.failures = newFailures(opts.LogEvery)
 	for _, c := range opts.Components {
-		name := c.GetInfo().Name
+		var name string
+		if err := contain(func() { name = c.GetInfo().Name }); err != nil {
+			return nil, fmt.Errorf("scheduler: a component's GetInfo: %w", err)
+		}
 		if _, dup := s.components[name]; dup {
 			return nil, fmt.Errorf("scheduler: component %q given twice", name)
 		}
 		s.components[name] = c
+		var ports []module.Port
+		if err := contain(func() { ports = c.Ports() }); err != nil {
+			opts.Log.Error(err, "component's Ports panicked", "component", name)
+		}
+		s.protoPorts[name] = ports
+		for _, p := range ports {
+			if p.Name == v1alpha1.ClientPort {
+				s.clients[name] = true
+			}
+		}
 	}
 	m, err := newMetrics(opts.Metrics)
 	if err != nil {
@@ -126,18 +157,7 @@ func New(opts Options) (*Scheduler, error) {
 
 // UsesClient reports whether the named component declares the _client port:
 // its nodes may own cluster resources.
-func (s *Scheduler) UsesClient(component string) bool {
-	c, ok := s.components[component]
-	if !ok {
-		return false
-	}
-	for _, p := range c.Ports() {
-		if p.Name == v1alpha1.ClientPort {
-			return true
-		}
-	}
-	return false
-}
+func (s *Scheduler) UsesClient(component string) bool { return s.clients[component] }
 
 // Module returns the module the scheduler runs nodes for.
 func (s *Scheduler) Module() module.Info { return s.opts.Module }
@@ -145,15 +165,11 @@ func (s *Scheduler) Module() module.Info { return s.opts.Module }
 // Components returns the components the scheduler can run, sorted by name.
 func (s *Scheduler) Components() []module.Component {
 	out := make([]module.Component, 0, len(s.components))
-	for _, c := range s.components {
-		out = append(out, c)
+	for _, name := range s.componentNames() {
+		out = append(out, s.components[name])
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].GetInfo().Name < out[j].GetInfo().Name })
 	return out
 }
-
-// IsLeader reports whether this replica leads now.
-func (s *Scheduler) IsLeader() bool { return s.opts.Leader.IsLeader() }
 
 func (s *Scheduler) instance(name string) *instance {
 	s.mu.RLock()
@@ -177,6 +193,7 @@ const (
 	ReasonSettingsRejected = "SettingsRejected"
 	ReasonInvalidEdge      = "InvalidEdge"
 	ReasonInvalidMapping   = "InvalidMapping"
+	ReasonComponentPanic   = "ComponentPanic"
 )
 
 // Update makes the node's instance match node: it creates the instance if
@@ -206,7 +223,16 @@ func (s *Scheduler) Update(ctx context.Context, node *v1alpha1.TinyNode) []Probl
 		inst = nil
 	}
 	if inst == nil {
-		inst = s.newInstance(node.Name, node.Spec.Component, component.Instance())
+		var c module.Component
+		if err := contain(func() { c = component.Instance() }); err != nil || c == nil {
+			s.mu.Unlock()
+			if err == nil {
+				err = errors.New("Instance returned nil")
+			}
+			s.panicked(node.Name, "Instance", err)
+			return []Problem{{Reason: ReasonComponentPanic, Message: fmt.Sprintf("component %s cannot make an instance: %v", node.Spec.Component, err)}}
+		}
+		inst = s.newInstance(node.Name, node.Spec.Component, c)
 		s.instances[node.Name] = inst
 	}
 	s.mu.Unlock()
@@ -252,6 +278,7 @@ func (s *Scheduler) Has(name string) bool { return s.instance(name) != nil }
 
 // Handle delivers an external message (a signal, a message from another
 // module) to "<node>.<port>" of this module and returns the node's result.
+// A failure is counted and logged here, on the replica where it happened.
 func (s *Scheduler) Handle(ctx context.Context, msg Msg) any {
 	nodeName, port, err := SplitTarget(msg.To)
 	if err != nil {
@@ -259,10 +286,17 @@ func (s *Scheduler) Handle(ctx context.Context, msg Msg) any {
 	}
 	inst := s.instance(nodeName)
 	if inst == nil {
-		return module.Permanent(fmt.Errorf("%w: %s in module %s", ErrNoNode, nodeName, s.opts.Module.Name))
+		err := module.Permanent(fmt.Errorf("%w: %s in module %s", ErrNoNode, nodeName, s.opts.Module.Name))
+		s.failed(nodeName, "port "+port, msg.From, err)
+		return err
 	}
 	if msg.ID != "" {
 		ctx = module.WithMessageID(ctx, msg.ID)
+	}
+	if d := depth(ctx); d < 0 || d > s.opts.MaxDepth {
+		err := module.Permanent(fmt.Errorf("%s: %w: %d hops", msg.To, ErrDepth, d))
+		s.failed(nodeName, "port "+port, msg.From, err)
+		return err
 	}
 	return inst.receive(ctx, msg.From, port, msg.Data)
 }

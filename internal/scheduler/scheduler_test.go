@@ -142,7 +142,7 @@ func newFixture(t *testing.T, isLeader bool) *fixture {
 	s, err := New(Options{
 		Module:     module.Info{Name: "m"},
 		Components: []module.Component{&relay{destroyed: &atomic.Int32{}}, &sink{}},
-		Leader:     leader.Static(isLeader),
+		Leader:     leaderIf(isLeader),
 		Lookup: func(name string) (*v1alpha1.TinyNode, bool) {
 			n, ok := f.nodes[name]
 			return n, ok
@@ -429,7 +429,7 @@ func TestMalformedDataIsAnError(t *testing.T) {
 
 func TestReadersDoNotWrite(t *testing.T) {
 	w := &countingWriter{}
-	s, err := New(Options{Module: module.Info{Name: "m"}, Components: []module.Component{&writer{}}, Leader: leader.Static(false), Status: w})
+	s, err := New(Options{Module: module.Info{Name: "m"}, Components: []module.Component{&writer{}}, Leader: leader.Never, Status: w})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -465,38 +465,11 @@ func (writer) Handle(ctx context.Context, output module.Handler, port string, _ 
 	return output(ctx, v1alpha1.ReconcilePort, func(n *v1alpha1.TinyNode) { n.Status.Metadata["x"] = fmt.Sprint(time.Now()) })
 }
 
-// terms is a leader.Status whose terms the test starts and ends.
-type terms struct {
-	mu   sync.Mutex
-	term context.Context
-	end  context.CancelFunc
-}
-
-func (l *terms) start() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.term, l.end = context.WithCancel(context.Background())
-}
-
-func (l *terms) stop() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.end()
-	l.term = nil
-}
-
-func (l *terms) IsLeader() bool { l.mu.Lock(); defer l.mu.Unlock(); return l.term != nil }
-func (l *terms) Term() (context.Context, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.term, l.term != nil
-}
-
 // TestSystemContextsFollowTerms: system-port deliveries in one term share one
 // context, which ends with the term; the next term gets a fresh one.
 func TestSystemContextsFollowTerms(t *testing.T) {
-	l := &terms{}
-	l.start()
+	l := &leader.Manual{}
+	l.Start()
 	s, err := New(Options{Module: module.Info{Name: "m"}, Components: []module.Component{&relay{destroyed: &atomic.Int32{}}}, Leader: l})
 	if err != nil {
 		t.Fatal(err)
@@ -517,7 +490,7 @@ func TestSystemContextsFollowTerms(t *testing.T) {
 	if !utils.IsLeader(first) {
 		t.Error("a leader's system context does not say leader")
 	}
-	l.stop()
+	l.Stop()
 	select { // the term's end reaches the context from its own goroutine
 	case <-first.Done():
 	case <-time.After(5 * time.Second):
@@ -530,7 +503,7 @@ func TestSystemContextsFollowTerms(t *testing.T) {
 	if reader.Err() != nil || utils.IsLeader(reader) {
 		t.Errorf("reader context: err %v, leader %v", reader.Err(), utils.IsLeader(reader))
 	}
-	l.start()
+	l.Start()
 	next := reconcileCtx()
 	if next == first || next.Err() != nil || !utils.IsLeader(next) {
 		t.Errorf("next term's context: same %v, err %v, leader %v", next == first, next.Err(), utils.IsLeader(next))
@@ -555,7 +528,7 @@ func (sender) Handle(ctx context.Context, output module.Handler, port string, ms
 
 func TestEdgesInPlaceWhenSettingsArrive(t *testing.T) {
 	f := newFixture(t, true)
-	s, err := New(Options{Module: module.Info{Name: "m"}, Components: []module.Component{sender{}, &sink{}}, Leader: leader.Static(true),
+	s, err := New(Options{Module: module.Info{Name: "m"}, Components: []module.Component{sender{}, &sink{}}, Leader: leader.Always,
 		Lookup: func(name string) (*v1alpha1.TinyNode, bool) { n, ok := f.nodes[name]; return n, ok }})
 	if err != nil {
 		t.Fatal(err)
@@ -610,7 +583,7 @@ func TestEdgeRetryPolicy(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			target := &flaky{failUntil: c.failUntil, permanent: c.permanent}
-			s, err := New(Options{Module: module.Info{Name: "m"}, Components: []module.Component{target, &relay{destroyed: &atomic.Int32{}}}, Leader: leader.Static(true)})
+			s, err := New(Options{Module: module.Info{Name: "m"}, Components: []module.Component{target, &relay{destroyed: &atomic.Int32{}}}, Leader: leader.Always})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -673,4 +646,11 @@ func TestInstancesGauge(t *testing.T) {
 	if g := gauge(); g != 0 {
 		t.Errorf("after Stop: %v", g)
 	}
+}
+
+func leaderIf(leading bool) leader.Source {
+	if leading {
+		return leader.Always
+	}
+	return leader.Never
 }

@@ -169,7 +169,7 @@ func newCandidate(cp *controlplane.ControlPlane, kind, ns, id string, cfg leader
 	switch kind {
 	case "tinymod":
 		e, err := leader.New(leader.Options{Config: cfg, Client: cs, Namespace: ns, Name: "bench", Identity: id,
-			OnStartedLeading: func(context.Context) { onStart() }})
+			OnStartedLeading: func(*leader.Term) { onStart() }})
 		if err != nil {
 			return nil, err
 		}
