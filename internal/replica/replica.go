@@ -73,6 +73,10 @@ type Options struct {
 	// Journal, if set, records every confirmation of leadership before the
 	// leader-only work it allows (see leader.Journal).
 	Journal *leader.Journal
+	// Runnables run on every replica, in its manager, once its caches have
+	// synced: a module's own background work. One that fails stops the
+	// replica, which hands over the lease first.
+	Runnables []manager.Runnable
 }
 
 func (o *Options) validate() error {
@@ -286,6 +290,11 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("replica: %w", err)
 	}
 
+	for _, r := range opts.Runnables {
+		if err := mgr.Add(r); err != nil {
+			return fmt.Errorf("replica: %w", err)
+		}
+	}
 	// The manager starts its runnables once its caches have synced.
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		close(mgrReady)

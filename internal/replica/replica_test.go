@@ -42,9 +42,8 @@ func newHarness(t *testing.T) *harness {
 	return &harness{t: t, env: env, ns: env.Namespace(t), c: env.Client, ctx: controlplanetest.Context(t, 2*time.Minute)}
 }
 
-// startReplica runs a leading replica as its own API user until the test ends.
-// startReplica starts a replica that always leads and returns a function that
-// stops it (also called at cleanup).
+// startReplica runs a leading replica as its own API user until the test ends,
+// and returns a function that stops it sooner.
 func (h *harness) startReplica(user string) (stop func()) {
 	h.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())

@@ -1,0 +1,438 @@
+package replica_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+
+	"github.com/tinymod/tinymod/api/v1alpha1"
+	"github.com/tinymod/tinymod/internal/controlplane/controlplanetest"
+	"github.com/tinymod/tinymod/internal/leader"
+	"github.com/tinymod/tinymod/internal/replica"
+	"github.com/tinymod/tinymod/module"
+	"github.com/tinymod/tinymod/pkg/utils"
+)
+
+// handled counts, per "<namespace>/<message ID>", how often a recorder's
+// Handle ran, and what utils.IsLeader said.
+var handled sync.Map // string -> *handling
+
+type handling struct {
+	runs     atomic.Int32
+	leader   atomic.Bool
+	identity atomic.Value
+}
+
+func handlingOf(ns, id string) *handling {
+	h, _ := handled.LoadOrStore(ns+"/"+id, &handling{})
+	return h.(*handling)
+}
+
+// Outcome is what a recorder's Handle returns for a message.
+type Outcome struct {
+	Fail string `json:"fail"` // "", "transient" or "permanent"
+}
+
+// recorder records each message it handles and returns as the message asks.
+type recorder struct{ identity string }
+
+func (r *recorder) GetInfo() module.ComponentInfo { return module.ComponentInfo{Name: "recorder"} }
+func (r *recorder) Instance() module.Component    { return &recorder{identity: r.identity} }
+func (r *recorder) Ports() []module.Port {
+	return []module.Port{{Name: "in", Configuration: Outcome{}}}
+}
+func (r *recorder) Handle(ctx context.Context, _ module.Handler, port string, msg any) any {
+	if port != "in" {
+		return nil
+	}
+	h := handlingOf(namespaceOf(ctx), module.MessageID(ctx))
+	h.runs.Add(1)
+	h.leader.Store(utils.IsLeader(ctx))
+	h.identity.Store(r.identity)
+	switch msg.(Outcome).Fail {
+	case "transient":
+		return errors.New("not now")
+	case "permanent":
+		return module.Permanent(errors.New("never"))
+	}
+	return nil
+}
+
+// currentNS is the namespace of the test running: tests of this package run
+// one at a time, each in a namespace of its own.
+var currentNS atomic.Value
+
+func namespaceOf(context.Context) string { ns, _ := currentNS.Load().(string); return ns }
+
+// runModule runs one replica of module name that always leads (or, with
+// elect, campaigns), through cfg.
+func (h *harness) runModule(name, identity string, cfg *rest.Config, elect bool, extra ...module.Component) *testReplica {
+	h.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &testReplica{identity: identity, cancel: cancel, done: make(chan error, 1)}
+	opts := replica.Options{
+		Module:     module.Info{Name: name, Version: "v0.0.1-test"},
+		Components: append([]module.Component{&recorder{identity: identity}}, extra...),
+		Config:     cfg,
+		Namespace:  h.ns,
+		Identity:   identity,
+		Election:   fastElection,
+	}
+	if !elect {
+		opts.Leader = leader.Always
+	}
+	go func() { r.done <- replica.Run(ctx, opts) }()
+	h.t.Cleanup(func() { r.stop(h.t) })
+	return r
+}
+
+func (h *harness) node(name, module, component string) {
+	h.t.Helper()
+	n := &v1alpha1.TinyNode{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: h.ns},
+		Spec:       v1alpha1.TinyNodeSpec{Module: module, Component: component},
+	}
+	if err := h.c.Create(h.ctx, n); err != nil {
+		h.t.Fatalf("create node %s: %v", name, err)
+	}
+}
+
+func (h *harness) press(name, node, data string) *v1alpha1.TinySignal {
+	h.t.Helper()
+	s := &v1alpha1.TinySignal{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: h.ns},
+		Spec:       v1alpha1.TinySignalSpec{Node: node, Port: "in", Data: &apiextensionsv1.JSON{Raw: []byte(data)}},
+	}
+	if err := h.c.Create(h.ctx, s); err != nil {
+		h.t.Fatalf("create signal %s: %v", name, err)
+	}
+	return s
+}
+
+func (h *harness) waitSignalGone(s *v1alpha1.TinySignal, limit time.Duration) {
+	h.t.Helper()
+	controlplanetest.Eventually(h.t, limit, func() error {
+		err := h.c.Get(h.ctx, client.ObjectKeyFromObject(s), &v1alpha1.TinySignal{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("signal %s still there: %v", s.Name, err)
+	})
+}
+
+func (h *harness) waitSignalFailed(s *v1alpha1.TinySignal, limit time.Duration) *v1alpha1.TinySignal {
+	h.t.Helper()
+	got := &v1alpha1.TinySignal{}
+	controlplanetest.Eventually(h.t, limit, func() error {
+		if err := h.c.Get(h.ctx, client.ObjectKeyFromObject(s), got); err != nil {
+			return err
+		}
+		if got.Status.Phase != v1alpha1.SignalFailed {
+			return fmt.Errorf("signal %s: phase %q, attempts %d", s.Name, got.Status.Phase, got.Status.Attempts)
+		}
+		return nil
+	})
+	return got
+}
+
+// TestSignalsWaitForTheirModule: two modules share the namespace. A signal for
+// a node of module beta, while beta is down, is left alone by alpha's leader
+// (it neither delivers nor fails it) and is delivered once beta runs; alpha's
+// own signals flow meanwhile; a signal for a node that does not exist fails
+// after the retry budget. utils.IsLeader is true in the Handle that a signal
+// reaches, on a business port.
+func TestSignalsWaitForTheirModule(t *testing.T) {
+	h := newHarness(t)
+	currentNS.Store(h.ns)
+	h.runModule("alpha", "alpha-0", h.env.UserConfig(t, "alpha-0"), false)
+	h.node("a-rec", "alpha", "recorder")
+	h.node("b-rec", "beta", "recorder")
+
+	forBeta := h.press("for-beta", "b-rec", `{}`)
+	forAlpha := h.press("for-alpha", "a-rec", `{}`)
+	h.waitSignalGone(forAlpha, 30*time.Second)
+	if got := handlingOf(h.ns, string(forAlpha.UID)); got.runs.Load() != 1 || !got.leader.Load() {
+		t.Errorf("alpha's signal: %d runs, IsLeader %v; want 1 run on the leader", got.runs.Load(), got.leader.Load())
+	}
+	// Alpha's leader has worked through signals created after beta's: beta's
+	// must still be untouched, and stay so.
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		s := &v1alpha1.TinySignal{}
+		if err := h.c.Get(h.ctx, client.ObjectKeyFromObject(forBeta), s); err != nil {
+			t.Fatalf("beta's signal: %v", err)
+		}
+		if s.Status.Phase != "" || s.Status.Attempts != 0 {
+			t.Fatalf("alpha's leader touched beta's signal: phase %q, attempts %d, lastError %q", s.Status.Phase, s.Status.Attempts, s.Status.LastError)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	t.Log("starting beta")
+	h.runModule("beta", "beta-0", h.env.UserConfig(t, "beta-0"), false)
+	h.waitSignalGone(forBeta, 30*time.Second)
+	t.Log("beta's signal delivered")
+	got := handlingOf(h.ns, string(forBeta.UID))
+	if got.runs.Load() != 1 || got.identity.Load() != "beta-0" || !got.leader.Load() {
+		t.Errorf("beta's signal: %d runs by %v, IsLeader %v; want 1 run by beta-0 on the leader", got.runs.Load(), got.identity.Load(), got.leader.Load())
+	}
+
+	ghost := h.press("for-nobody", "no-such-node", `{}`)
+	t.Log("signal for a missing node")
+	failed := h.waitSignalFailed(ghost, 60*time.Second)
+	if failed.Status.Attempts < 8 || !strings.Contains(failed.Status.LastError, "no such node") {
+		t.Errorf("signal for a missing node: attempts %d, lastError %q", failed.Status.Attempts, failed.Status.LastError)
+	}
+}
+
+// faults fails chosen requests of one replica before they reach the API
+// server, the way an overloaded or restarting API server does.
+type faults struct {
+	mu    sync.Mutex
+	rules []*faultRule
+}
+
+type faultRule struct {
+	method, pathPart, bodyPart string
+	every                      int // fail one in every; 1 fails all
+	seen, failed               int
+}
+
+func (f *faults) add(method, pathPart, bodyPart string, every int) *faultRule {
+	r := &faultRule{method: method, pathPart: pathPart, bodyPart: bodyPart, every: every}
+	f.mu.Lock()
+	f.rules = append(f.rules, r)
+	f.mu.Unlock()
+	return r
+}
+
+func (f *faults) count(r *faultRule) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return r.failed
+}
+
+func (f *faults) wrap(rt http.RoundTripper) http.RoundTripper {
+	return roundTrip(func(req *http.Request) (*http.Response, error) {
+		var body []byte
+		if req.Body != nil && req.GetBody != nil {
+			rc, err := req.GetBody()
+			if err == nil {
+				body, _ = io.ReadAll(rc)
+				rc.Close()
+			}
+		}
+		f.mu.Lock()
+		fail := false
+		for _, r := range f.rules {
+			if req.Method != r.method || !strings.Contains(req.URL.Path, r.pathPart) || !bytes.Contains(body, []byte(r.bodyPart)) {
+				continue
+			}
+			r.seen++
+			if (r.seen-1)%r.every == 0 {
+				r.failed++
+				fail = true
+			}
+		}
+		f.mu.Unlock()
+		if fail {
+			return &http.Response{StatusCode: http.StatusServiceUnavailable, Header: http.Header{"Content-Type": {"application/json"}},
+				Body:    io.NopCloser(strings.NewReader(`{"kind":"Status","apiVersion":"v1","status":"Failure","message":"injected","reason":"ServiceUnavailable","code":503}`)),
+				Request: req}, nil
+		}
+		return rt.RoundTrip(req)
+	})
+}
+
+type roundTrip func(*http.Request) (*http.Response, error)
+
+func (f roundTrip) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
+// TestAPIFaultsDoNotRepeatOrSpendDeliveries: the API server fails the delete
+// of a delivered signal, the write of a signal's Failed status, and every
+// other Delivering status write. Handle still runs once per delivered or
+// permanently failed signal, and a transiently failing one gets its whole
+// retry budget of Handle runs, each counted once.
+func TestAPIFaultsDoNotRepeatOrSpendDeliveries(t *testing.T) {
+	h := newHarness(t)
+	currentNS.Store(h.ns)
+	f := &faults{}
+	deletes := f.add(http.MethodDelete, "/tinysignals/", "", 1000) // the first delete of a signal fails
+	failedWrites := f.add(http.MethodPut, "/status", `"phase":"Failed"`, 1000)
+	delivering := f.add(http.MethodPut, "/status", `"phase":"Delivering"`, 2)
+	cfg := rest.CopyConfig(h.env.UserConfig(t, "faulty-0"))
+	cfg.Wrap(f.wrap)
+	h.runModule("faulty", "faulty-0", cfg, false)
+	h.node("rec", "faulty", "recorder")
+
+	ok := h.press("ok", "rec", `{}`)
+	h.waitSignalGone(ok, 60*time.Second)
+	if n := handlingOf(h.ns, string(ok.UID)).runs.Load(); n != 1 {
+		t.Errorf("delivered signal whose delete failed once: Handle ran %d times, want 1", n)
+	}
+
+	never := h.press("never", "rec", `{"fail":"permanent"}`)
+	got := h.waitSignalFailed(never, 60*time.Second)
+	if n := handlingOf(h.ns, string(never.UID)).runs.Load(); n != 1 {
+		t.Errorf("permanently failed signal whose Failed write failed once: Handle ran %d times, want 1", n)
+	}
+	if got.Status.LastError == "" {
+		t.Error("failed signal has no lastError")
+	}
+
+	later := h.press("later", "rec", `{"fail":"transient"}`)
+	got = h.waitSignalFailed(later, 90*time.Second)
+	if n := handlingOf(h.ns, string(later.UID)).runs.Load(); n != got.Status.Attempts || n != 8 {
+		t.Errorf("transiently failing signal: Handle ran %d times, status says %d attempts; want 8 and 8", n, got.Status.Attempts)
+	}
+	t.Logf("faults injected: %d deletes, %d Failed writes, %d Delivering writes",
+		f.count(deletes), f.count(failedWrites), f.count(delivering))
+	if f.count(deletes) == 0 || f.count(failedWrites) == 0 || f.count(delivering) == 0 {
+		t.Error("a fault was never injected: the test proves nothing")
+	}
+}
+
+// boom is a component with a bug in every entry point, chosen by its settings.
+type boom struct{ where string }
+
+// BoomSettings say where the component panics.
+type BoomSettings struct {
+	Where string `json:"where"`
+}
+
+func (b *boom) GetInfo() module.ComponentInfo { return module.ComponentInfo{Name: "boom"} }
+func (b *boom) Instance() module.Component    { return &boom{} }
+func (b *boom) Ports() []module.Port {
+	if b.where == "ports" {
+		panic("Ports: nil map")
+	}
+	return []module.Port{{Name: v1alpha1.SettingsPort, Configuration: BoomSettings{}}, {Name: "in", Configuration: Outcome{}}}
+}
+func (b *boom) Handle(ctx context.Context, output module.Handler, port string, msg any) any {
+	switch port {
+	case v1alpha1.SettingsPort:
+		b.where = msg.(BoomSettings).Where
+	case "in":
+		switch b.where {
+		case "handle":
+			var m map[string]int
+			m["x"]++ // the bug
+		case "status":
+			return output(ctx, v1alpha1.ReconcilePort, func(n *v1alpha1.TinyNode) {
+				var m map[string]int
+				m["x"]++ // the bug, in a status callback run by the status writer
+			})
+		case "ports":
+			return output(ctx, v1alpha1.ReconcilePort, nil) // the ports are read again
+		}
+	}
+	return nil
+}
+
+// TestComponentBugsDoNotTakeTheReplicaDown: a component panics in Handle, in a
+// status callback, in Ports; the replica keeps running and serving other
+// nodes, and each panic becomes the node's status.error and an Event.
+func TestComponentBugsDoNotTakeTheReplicaDown(t *testing.T) {
+	h := newHarness(t)
+	currentNS.Store(h.ns)
+	r := h.runModule("buggy", "buggy-0", h.env.UserConfig(t, "buggy-0"), false, &boom{})
+	h.node("rec", "buggy", "recorder")
+	for i, where := range []string{"handle", "status", "ports"} {
+		name := "boom-" + where
+		n := &v1alpha1.TinyNode{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: h.ns},
+			Spec: v1alpha1.TinyNodeSpec{Module: "buggy", Component: "boom", Ports: []v1alpha1.TinyNodePortConfig{
+				{Port: v1alpha1.SettingsPort, Configuration: jsonOf(t, BoomSettings{Where: where})}}},
+		}
+		if err := h.c.Create(h.ctx, n); err != nil {
+			t.Fatal(err)
+		}
+		h.press(fmt.Sprintf("press-%d", i), name, `{}`)
+		controlplanetest.Eventually(t, 30*time.Second, func() error {
+			if e := h.get(name).Status.Error; !strings.Contains(e, "panic") {
+				return fmt.Errorf("node %s: status.error %q", name, e)
+			}
+			return nil
+		})
+		controlplanetest.Eventually(t, 30*time.Second, func() error {
+			var list corev1.EventList
+			if err := h.c.List(h.ctx, &list, client.InNamespace(h.ns)); err != nil {
+				return err
+			}
+			for _, e := range list.Items {
+				if e.InvolvedObject.Name == name && e.Reason == "ComponentPanic" {
+					return nil
+				}
+			}
+			return fmt.Errorf("no ComponentPanic event for %s", name)
+		})
+		// The replica still runs and serves another node.
+		select {
+		case err := <-r.done:
+			t.Fatalf("the replica stopped after a panic in %s: %v", where, err)
+		default:
+		}
+		s := h.press(fmt.Sprintf("after-%d", i), "rec", `{}`)
+		h.waitSignalGone(s, 30*time.Second)
+	}
+}
+
+// TestReplicaStopsWithItsManager: a runnable of the replica's manager fails
+// after start-up; the replica stops and releases the lease rather than lead
+// while doing nothing.
+func TestReplicaStopsWithItsManager(t *testing.T) {
+	h := newHarness(t)
+	fail := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- replica.Run(ctx, replica.Options{
+			Module:     module.Info{Name: moduleName, Version: "v0.0.1-test"},
+			Components: testComponents(),
+			Config:     h.env.UserConfig(t, "r-0"),
+			Namespace:  h.ns,
+			Identity:   "r-0",
+			Election:   fastElection,
+			Runnables: []manager.Runnable{manager.RunnableFunc(func(ctx context.Context) error {
+				select {
+				case <-fail:
+					return errors.New("a runnable broke")
+				case <-ctx.Done():
+					return nil
+				}
+			})},
+		})
+	}()
+	if got := h.waitHolder(); got != "r-0" {
+		t.Fatalf("holder %q", got)
+	}
+	close(fail)
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "a runnable broke") {
+			t.Errorf("Run returned %v, want the runnable's error", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the replica kept running after its manager stopped")
+	}
+	if got := h.holder(); got != "" {
+		t.Errorf("lease still held by %q after the replica stopped", got)
+	}
+}
