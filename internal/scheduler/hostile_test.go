@@ -137,7 +137,7 @@ func (b *bomb) Handle(ctx context.Context, output module.Handler, port string, _
 // component under a name.
 type named struct {
 	*bomb
-	name string
+	name  string
 	armed bool
 }
 
