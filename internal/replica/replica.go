@@ -6,6 +6,7 @@ package replica
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -106,6 +107,17 @@ func Scheme() *runtime.Scheme {
 		panic(err)
 	}
 	return s
+}
+
+// HealthPath serves a replica's Health as JSON on its metrics address.
+const HealthPath = "/tinymod/nodes"
+
+// Health is what one replica has seen go wrong with its module's nodes since
+// it started: failed deliveries and panics, counted in memory.
+type Health struct {
+	Module   string                          `json:"module"`
+	Identity string                          `json:"identity"`
+	Nodes    map[string]scheduler.NodeHealth `json:"nodes"`
 }
 
 // LeaseName is the name of a module's leader Lease.
@@ -290,6 +302,17 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("replica: %w", err)
 	}
 
+	if opts.MetricsAddr != "" && opts.MetricsAddr != "0" {
+		// What this replica has seen go wrong, per node, beside /metrics:
+		// tinymod status and tinymod dev read it, so that no replica writes
+		// to the API server per failed message.
+		if err := mgr.AddMetricsServerExtraHandler(HealthPath, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(Health{Module: opts.Module.Name, Identity: opts.Identity, Nodes: sched.Health()})
+		})); err != nil {
+			return fmt.Errorf("replica: %w", err)
+		}
+	}
 	for _, r := range opts.Runnables {
 		if err := mgr.Add(r); err != nil {
 			return fmt.Errorf("replica: %w", err)

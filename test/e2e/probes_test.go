@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -13,7 +14,11 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tinymod/tinymod/api/v1alpha1"
 	"github.com/tinymod/tinymod/internal/controlplane/controlplanetest"
+	"github.com/tinymod/tinymod/internal/replica"
 )
 
 func freePort(t *testing.T) string {
@@ -59,6 +64,31 @@ func TestRunProbesAndMetrics(t *testing.T) {
 		}
 		if !strings.Contains(body, `tinymod_leader{identity="solo-0",module="solo"} 1`) {
 			return fmt.Errorf("no leader gauge of 1 in the metrics")
+		}
+		return nil
+	})
+	// A failed delivery shows in the replica's per-node health, which no
+	// replica writes to the API server.
+	cl := env.Client
+	if err := cl.Create(context.Background(), &v1alpha1.TinyNode{ObjectMeta: metav1.ObjectMeta{Name: "d", Namespace: ns},
+		Spec: v1alpha1.TinyNodeSpec{Module: "solo", Component: "debug"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Create(context.Background(), &v1alpha1.TinySignal{ObjectMeta: metav1.ObjectMeta{Name: "to-nowhere", Namespace: ns},
+		Spec: v1alpha1.TinySignalSpec{Node: "d", Port: "nope"}}); err != nil {
+		t.Fatal(err)
+	}
+	controlplanetest.Eventually(t, 30*time.Second, func() error {
+		_, body, err := get("http://" + metrics + replica.HealthPath)
+		if err != nil {
+			return err
+		}
+		var h replica.Health
+		if err := json.Unmarshal([]byte(body), &h); err != nil {
+			return fmt.Errorf("%v: %s", err, body)
+		}
+		if d := h.Nodes["d"]; h.Identity != "solo-0" || d.Errors == 0 || !strings.Contains(d.LastError, "no such port") {
+			return fmt.Errorf("health: %s", body)
 		}
 		return nil
 	})
