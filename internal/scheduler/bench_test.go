@@ -96,6 +96,17 @@ func BenchmarkHop(b *testing.B) {
 			}
 		}
 	})
+	b.Run("scheduler-from-a-handle", func(b *testing.B) {
+		// As a component sends: with the context its Handle was given.
+		out := benchFlow(b, 1, nil)
+		hctx := instanceContext(b, out)
+		b.ReportAllocs()
+		for b.Loop() {
+			if r := out(hctx, "out", benchMsg); r != nil {
+				b.Fatal(r)
+			}
+		}
+	})
 	b.Run("scheduler-mapping-3-fields", func(b *testing.B) {
 		out := benchFlow(b, 1, map[string]any{"who": "{{$.who}}", "count": "{{$.count + 1}}", "note": "hi {{$.who}}"})
 		b.ReportAllocs()
@@ -131,4 +142,10 @@ func BenchmarkFanOut(b *testing.B) {
 			}
 		}
 	})
+}
+
+// instanceContext is the context a component's Handle gets on a system port.
+func instanceContext(b *testing.B, _ module.Handler) context.Context {
+	b.Helper()
+	return leader.NewContext(context.Background(), leader.Always, "node e")
 }

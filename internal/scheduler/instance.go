@@ -25,6 +25,7 @@ type instance struct {
 	s             *Scheduler
 	name          string
 	componentName string
+	action        string // "node <name>": leader-only work in the journal
 	component     module.Component
 	output        module.Handler
 	log           logr.Logger
@@ -51,10 +52,10 @@ type instance struct {
 	client   bool   // the resource manager has been delivered on _client
 
 	mu       sync.RWMutex
-	ports    map[string]*port   // the component's ports by name
+	ports    map[string]*port // the component's ports by name
 	info     module.ComponentInfo
 	statuses []v1alpha1.PortStatus // the ports as published, in the component's order
-	edges    map[string][]*edge // output port -> its edges, in spec order
+	edges    map[string][]*edge    // output port -> its edges, in spec order
 	mappings map[mappingKey]*compiledMapping
 	node     *v1alpha1.TinyNode
 }
@@ -81,7 +82,7 @@ func (s *Scheduler) newInstance(name, componentName string, c module.Component) 
 	log := s.opts.Log.WithValues("node", name)
 	ctx, cancel := context.WithCancel(module.WithLog(leader.NewContext(context.Background(), s.opts.Leader, "node "+name), log))
 	inst := &instance{
-		s: s, name: name, componentName: componentName, component: c,
+		s: s, name: name, componentName: componentName, component: c, action: "node " + name,
 		ctx: ctx, cancel: cancel, log: log,
 		edges:    map[string][]*edge{},
 		mappings: map[mappingKey]*compiledMapping{},
@@ -286,7 +287,7 @@ func (inst *instance) refreshSoon() {
 	go func() {
 		for {
 			inst.refreshPorts()
-			if inst.s.opts.Status != nil && inst.s.opts.Leader.Current().Confirm("node "+inst.name) {
+			if inst.s.opts.Status != nil && inst.s.opts.Leader.Current().Confirm(inst.action) {
 				inst.s.opts.Status.Refresh(inst.name)
 			}
 			inst.refreshMu.Lock()
@@ -369,7 +370,7 @@ func (inst *instance) receive(ctx context.Context, from, portName string, data a
 	}
 	// Whoever delivered the message (an edge, a signal, another module), the
 	// component asks utils.IsLeader of this replica's leadership.
-	ctx, cancel := context.WithCancel(module.WithLog(leader.NewContext(ctx, inst.s.opts.Leader, "node "+inst.name), inst.log))
+	ctx, cancel := context.WithCancel(module.WithLog(leader.NewContext(ctx, inst.s.opts.Leader, inst.action), inst.log))
 	defer cancel()
 	return inst.handle(ctx, p, from, portName, msg)
 }
@@ -466,6 +467,13 @@ func (inst *instance) send(ctx context.Context, portName string, data any) any {
 	case 1:
 		return inst.deliverRetrying(ctx, edges[0], data)
 	}
+	return inst.fanOut(ctx, edges, data)
+}
+
+// fanOut sends data along every edge at once and returns the first error in
+// edge order, or else the first edge's result. (Apart from send, so that a
+// single edge's message does not escape to the heap with the goroutines'.)
+func (inst *instance) fanOut(ctx context.Context, edges []*edge, data any) any {
 	results := make([]any, len(edges))
 	var wg sync.WaitGroup
 	for i, e := range edges[1:] {
@@ -499,7 +507,7 @@ func (inst *instance) reconcileOutput(ctx context.Context, data any) any {
 	default:
 		return module.Permanent(fmt.Errorf("%s: %s takes nil or a func(*v1alpha1.TinyNode), not %T", inst.name, v1alpha1.ReconcilePort, data))
 	}
-	if inst.s.opts.Status == nil || !inst.s.opts.Leader.Current().Confirm("node "+inst.name) {
+	if inst.s.opts.Status == nil || !inst.s.opts.Leader.Current().Confirm(inst.action) {
 		return nil // readers never write
 	}
 	// The callback is component code, run by the status writer: a panic in
@@ -547,13 +555,9 @@ func (s *Scheduler) deliver(ctx context.Context, e *edge, data any) any {
 	if target := s.instance(e.toNode); target != nil {
 		return target.receive(ctx, e.from, e.toPort, data)
 	}
-	fail := func(err error) any {
-		s.failed(nodeOf(e.from), "edge "+e.id+" -> "+e.to, "", err)
-		return err
-	}
 	node, ok := s.opts.Lookup(e.toNode)
 	if !ok || !node.DeletionTimestamp.IsZero() {
-		return fail(module.Permanent(fmt.Errorf("edge %s to %s: %w", e.id, e.to, ErrNoNode)))
+		return s.edgeFailed(e, module.Permanent(fmt.Errorf("edge %s to %s: %w", e.id, e.to, ErrNoNode)))
 	}
 	if node.Spec.Module == s.opts.Module.Name {
 		// A node of this module that exists but has not been reconciled yet:
@@ -561,18 +565,24 @@ func (s *Scheduler) deliver(ctx context.Context, e *edge, data any) any {
 		problems := s.Update(ctx, node)
 		target := s.instance(e.toNode)
 		if target == nil {
-			return fail(fmt.Errorf("edge %s to %s: the node cannot run: %s", e.id, e.to, ProblemsText(problems)))
+			return s.edgeFailed(e, fmt.Errorf("edge %s to %s: the node cannot run: %s", e.id, e.to, ProblemsText(problems)))
 		}
 		return target.receive(ctx, e.from, e.toPort, data)
 	}
 	if s.opts.Transport == nil {
-		return fail(module.Permanent(fmt.Errorf("edge %s to %s: node of module %s, and this replica has no transport to other modules", e.id, e.to, node.Spec.Module)))
+		return s.edgeFailed(e, module.Permanent(fmt.Errorf("edge %s to %s: node of module %s, and this replica has no transport to other modules", e.id, e.to, node.Spec.Module)))
 	}
 	res := s.opts.Transport.Send(ctx, node.Spec.Module, Msg{To: e.to, From: e.from, Data: data})
 	if err, isErr := res.(error); isErr && err != nil {
-		fail(err)
+		s.edgeFailed(e, err)
 	}
 	return res
+}
+
+// edgeFailed records a failure of the sender along e that no target recorded.
+func (s *Scheduler) edgeFailed(e *edge, err error) error {
+	s.failed(nodeOf(e.from), "edge "+e.id+" -> "+e.to, "", err)
+	return err
 }
 
 // nodeOf returns the node of "<node>.<port>".
