@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -98,7 +99,7 @@ func (r *TinyModuleReconciler) SetupWithManager(mgr manager.Manager) error {
 		Named("tinymodule").
 		For(&v1alpha1.TinyModule{}).
 		WatchesRawSource(source.Channel(r.resync, &handler.EnqueueRequestForObject{})).
-		WithOptions(controller.Options{SkipNameValidation: ptr(true)}).
+		WithOptions(controller.Options{ReconciliationTimeout: time.Minute, SkipNameValidation: ptr(true)}).
 		Complete(r)
 }
 

@@ -126,7 +126,7 @@ func (r *TinyNodeReconciler) SetupWithManager(mgr ctrl.Manager) error {
 				GenericFunc: func(eventGeneric) bool { return false },
 			})).
 		WatchesRawSource(source.Channel(r.resync, &handler.EnqueueRequestForObject{})).
-		WithOptions(controller.Options{MaxConcurrentReconciles: 4, SkipNameValidation: ptr(true)}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4, ReconciliationTimeout: time.Minute, SkipNameValidation: ptr(true)}).
 		Complete(r)
 }
 

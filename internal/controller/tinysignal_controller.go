@@ -261,7 +261,7 @@ func (r *TinySignalReconciler) next(ctx context.Context, node string) (*v1alpha1
 				if wait == 0 || left < wait {
 					wait = left
 				}
-			} else if err := r.Client.Delete(ctx, sig, client.Preconditions{UID: &sig.UID}); err != nil && !apierrors.IsNotFound(err) {
+			} else if err := bounded(ctx, func(ctx context.Context) error { return r.Client.Delete(ctx, sig, client.Preconditions{UID: &sig.UID}) }); err != nil && !apierrors.IsNotFound(err) {
 				return nil, 0, fmt.Errorf("delete expired signal %s: %w", sig.Name, err)
 			}
 			continue
@@ -350,7 +350,7 @@ func (r *TinySignalReconciler) deliver(ctx context.Context, term *leader.Term, s
 		attempted.Status.LastError = msg
 	}
 	r.mu.Unlock()
-	if err := r.Client.Status().Update(ctx, attempted); err != nil {
+	if err := bounded(ctx, func(ctx context.Context) error { return r.Client.Status().Update(ctx, attempted) }); err != nil {
 		switch {
 		case apierrors.IsNotFound(err):
 			return 0, nil // deleted meanwhile
@@ -390,7 +390,7 @@ func (r *TinySignalReconciler) deliver(ctx context.Context, term *leader.Term, s
 // as new as the API server's.
 func (r *TinySignalReconciler) waitFresh(ctx context.Context, sig *v1alpha1.TinySignal) error {
 	fresh := &v1alpha1.TinySignal{}
-	if err := r.Reader.Get(ctx, client.ObjectKeyFromObject(sig), fresh); err != nil {
+	if err := bounded(ctx, func(ctx context.Context) error { return r.Reader.Get(ctx, client.ObjectKeyFromObject(sig), fresh) }); err != nil {
 		return client.IgnoreNotFound(err)
 	}
 	deadline := time.Now().Add(2 * time.Second)
@@ -424,7 +424,7 @@ func (r *TinySignalReconciler) settle(ctx context.Context, sig *v1alpha1.TinySig
 		return nil
 	}
 	if !st.failed {
-		if err := r.Client.Delete(ctx, sig, client.Preconditions{UID: &sig.UID}); err != nil && !apierrors.IsNotFound(err) {
+		if err := bounded(ctx, func(ctx context.Context) error { return r.Client.Delete(ctx, sig, client.Preconditions{UID: &sig.UID}) }); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("delete delivered signal %s: %w", sig.Name, err)
 		}
 	} else if err := r.fail(ctx, sig, st.message); err != nil {
@@ -474,14 +474,14 @@ func (r *TinySignalReconciler) fail(ctx context.Context, sig *v1alpha1.TinySigna
 			Type: ConditionDelivered, Status: metav1.ConditionFalse, Reason: "Failed",
 			Message: fmt.Sprintf("gave up after %d attempts: %s", sig.Status.Attempts, msg),
 		})
-		err := r.Client.Status().Update(ctx, sig)
+		err := bounded(ctx, func(ctx context.Context) error { return r.Client.Status().Update(ctx, sig) })
 		switch {
 		case err == nil:
 		case apierrors.IsNotFound(err):
 			return nil
 		case apierrors.IsConflict(err) && attempt < 3:
 			fresh := &v1alpha1.TinySignal{}
-			if err := r.Reader.Get(ctx, client.ObjectKeyFromObject(sig), fresh); err != nil {
+			if err := bounded(ctx, func(ctx context.Context) error { return r.Reader.Get(ctx, client.ObjectKeyFromObject(sig), fresh) }); err != nil {
 				return client.IgnoreNotFound(err)
 			}
 			if fresh.UID != sig.UID {
@@ -500,6 +500,17 @@ func (r *TinySignalReconciler) fail(ctx context.Context, sig *v1alpha1.TinySigna
 			"signal for %s.%s failed after %d attempts: %s", sig.Spec.Node, sig.Spec.Port, sig.Status.Attempts, msg)
 	}
 	return nil
+}
+
+// requestTimeout bounds one API request of signal delivery: a request that
+// hangs must not hold its node's signals until the term ends.
+const requestTimeout = 30 * time.Second
+
+// bounded runs one API request with ctx bounded by requestTimeout.
+func bounded(ctx context.Context, request func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	return request(ctx)
 }
 
 // pause waits for d or until ctx ends.
