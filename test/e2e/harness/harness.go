@@ -1,4 +1,5 @@
-// Package harness runs real `tinymod run` processes against a test control
+// Package harness runs real `tinymod run` processes (or `run` of another
+// module binary built with package cli) against a test control
 // plane and reads what they log, for the end-to-end and chaos suites.
 package harness
 
@@ -33,42 +34,68 @@ type Cluster struct {
 	Kubeconfig string
 }
 
-var buildOnce struct {
-	sync.Once
-	bin string
-	err error
-	out []byte
+var builds struct {
+	sync.Mutex
+	m map[string]*build
+}
+
+type build struct {
+	once sync.Once
+	bin  string
+	err  error
+	out  []byte
 }
 
 // Binary builds cmd/tinymod once per test process and returns its path.
-func Binary(t testing.TB) string {
+func Binary(t testing.TB) string { return Build(t, "./cmd/tinymod") }
+
+// Build builds the main package pkg, a path from the repository's root such
+// as "./cmd/tinymod", once per test process and returns the binary's path.
+func Build(t testing.TB, pkg string) string {
 	t.Helper()
-	buildOnce.Do(func() {
+	builds.Lock()
+	if builds.m == nil {
+		builds.m = map[string]*build{}
+	}
+	b := builds.m[pkg]
+	if b == nil {
+		b = &build{}
+		builds.m[pkg] = b
+	}
+	builds.Unlock()
+	b.once.Do(func() {
 		dir, err := os.MkdirTemp("", "tinymod-e2e-bin-")
 		if err != nil {
-			buildOnce.err = err
+			b.err = err
 			return
 		}
 		_, file, _, _ := runtime.Caller(0)
 		root := filepath.Join(filepath.Dir(file), "..", "..", "..")
-		buildOnce.bin = filepath.Join(dir, "tinymod")
+		b.bin = filepath.Join(dir, filepath.Base(pkg))
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", buildOnce.bin, "./cmd/tinymod")
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", b.bin, pkg)
 		cmd.Dir = root
-		buildOnce.out, buildOnce.err = cmd.CombinedOutput()
+		b.out, b.err = cmd.CombinedOutput()
 	})
-	if buildOnce.err != nil {
-		t.Fatalf("build: %v\n%s", buildOnce.err, buildOnce.out)
+	if b.err != nil {
+		t.Fatalf("build %s: %v\n%s", pkg, b.err, b.out)
 	}
-	return buildOnce.bin
+	return b.bin
 }
 
 // NewCluster builds the binary and writes kubeconfig for processes to use.
 func NewCluster(t testing.TB, kubeconfig []byte) *Cluster {
 	t.Helper()
+	return NewClusterWith(t, kubeconfig, Binary(t))
+}
+
+// NewClusterWith is NewCluster for another module binary, bin (from Build),
+// which has the same `run` command.
+func NewClusterWith(t testing.TB, kubeconfig []byte, bin string) *Cluster {
+	t.Helper()
 	dir := t.TempDir()
-	c := &Cluster{t: t, Dir: dir, Bin: Binary(t), Kubeconfig: filepath.Join(dir, "kubeconfig")}
+	c := &Cluster{t: t, Dir: dir, Bin: bin, Kubeconfig: filepath.Join(dir, "kubeconfig")}
 	if err := os.WriteFile(c.Kubeconfig, kubeconfig, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -153,18 +180,33 @@ type LogLine struct {
 }
 
 // Lines returns the process's JSON log lines with msg (all when empty).
-func (p *Process) Lines(msg string) []LogLine {
+func (p *Process) Lines(msg string) []LogLine { return Decode[LogLine](p, msg) }
+
+// Decode returns the process's JSON log lines with msg (all when empty),
+// each decoded into a T: for lines with fields of their own.
+func Decode[T any](p *Process, msg string) []T {
 	data, _ := os.ReadFile(p.Log)
-	var out []LogLine
+	var quoted []byte
+	if msg != "" {
+		quoted, _ = json.Marshal(msg)
+	}
+	var out []T
 	s := bufio.NewScanner(bytes.NewReader(data))
 	s.Buffer(make([]byte, 1<<20), 1<<20)
 	for s.Scan() {
-		var l LogLine
-		if json.Unmarshal(s.Bytes(), &l) != nil {
+		line := s.Bytes()
+		if msg != "" && !bytes.Contains(line, quoted) {
 			continue
 		}
-		if msg == "" || l.Msg == msg {
-			out = append(out, l)
+		var head struct {
+			Msg string `json:"msg"`
+		}
+		if json.Unmarshal(line, &head) != nil || msg != "" && head.Msg != msg {
+			continue
+		}
+		var v T
+		if json.Unmarshal(line, &v) == nil {
+			out = append(out, v)
 		}
 	}
 	return out
