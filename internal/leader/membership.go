@@ -13,6 +13,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -36,8 +37,16 @@ type Membership struct {
 	Addr      string
 	// Duration is written into the Lease; it is renewed every third of it.
 	Duration time.Duration
-	Log      logr.Logger
+	// GCAfter is how long another replica's membership Lease of the module
+	// must have been expired before this replica deletes it: a generous
+	// margin over clock skew between replicas and slow renewals. Defaults
+	// to DefaultMemberGCAfter.
+	GCAfter time.Duration
+	Log     logr.Logger
 }
+
+// DefaultMemberGCAfter is Membership.GCAfter's default.
+const DefaultMemberGCAfter = 5 * time.Minute
 
 var unsafeName = regexp.MustCompile(`[^a-z0-9-]+`)
 
@@ -52,17 +61,28 @@ func MemberLeaseName(module, identity string) string {
 	return strings.Trim(name, "-") + "-" + hex.EncodeToString(sum[:4])
 }
 
-// Run keeps the Lease until ctx ends, then deletes it.
+// Run keeps the Lease until ctx ends, then deletes it. Along the way it
+// deletes the membership Leases of the module's replicas that have been
+// expired for longer than GCAfter, so replicas that died leave none behind.
 func (m *Membership) Run(ctx context.Context) {
 	leases := m.Client.CoordinationV1().Leases(m.Namespace)
 	name := MemberLeaseName(m.Module, m.Identity)
 	secs := int32(max(m.Duration/time.Second, 1))
+	period := max(m.Duration/3, 100*time.Millisecond)
+	// No call may outlast the renewal it serves.
+	callTimeout := max(period, time.Second)
+	gcAfter := m.GCAfter
+	if gcAfter <= 0 {
+		gcAfter = DefaultMemberGCAfter
+	}
+	var lastGC time.Time
 	for {
 		now := metav1.NowMicro()
-		lease, err := leases.Get(ctx, name, metav1.GetOptions{})
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		lease, err := leases.Get(cctx, name, metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
-			_, err = leases.Create(ctx, &coordinationv1.Lease{
+			_, err = leases.Create(cctx, &coordinationv1.Lease{
 				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: m.Namespace,
 					Labels:      map[string]string{ModuleLabel: m.Module, RoleLabel: "member"},
 					Annotations: map[string]string{AddressAnnotation: m.Addr}},
@@ -76,12 +96,19 @@ func (m *Membership) Run(ctx context.Context) {
 				lease.Annotations = map[string]string{}
 			}
 			lease.Annotations[AddressAnnotation] = m.Addr
-			_, err = leases.Update(ctx, lease, metav1.UpdateOptions{})
+			_, err = leases.Update(cctx, lease, metav1.UpdateOptions{})
 		}
-		if err != nil && ctx.Err() == nil && m.Log.GetSink() != nil {
-			m.Log.V(1).Info("membership lease", "error", err.Error())
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			m.logError("membership lease", err)
 		}
-		t := time.NewTimer(max(m.Duration/3, 100*time.Millisecond))
+		if time.Since(lastGC) >= max(gcAfter/5, m.Duration) {
+			lastGC = time.Now()
+			cctx, cancel := context.WithTimeout(ctx, callTimeout)
+			m.collect(cctx, name, gcAfter)
+			cancel()
+		}
+		t := time.NewTimer(period)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -91,5 +118,54 @@ func (m *Membership) Run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// collect deletes the module's membership Leases, other than own, that
+// expired more than gcAfter ago. Each delete is conditional on the Lease
+// being exactly the one judged (UID and resourceVersion), so a replica that
+// renews in the meantime keeps its Lease, and replicas collecting at once do
+// not trip over each other.
+func (m *Membership) collect(ctx context.Context, own string, gcAfter time.Duration) {
+	leases := m.Client.CoordinationV1().Leases(m.Namespace)
+	list, err := leases.List(ctx, metav1.ListOptions{LabelSelector: labels.SelectorFromSet(labels.Set{ModuleLabel: m.Module, RoleLabel: "member"}).String()})
+	if err != nil {
+		m.logError("list membership leases", err)
+		return
+	}
+	now := time.Now()
+	for _, l := range list.Items {
+		if l.Name == own || !MemberExpired(&l, now, gcAfter) {
+			continue
+		}
+		uid, rv := l.UID, l.ResourceVersion
+		err := leases.Delete(ctx, l.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid, ResourceVersion: &rv}})
+		switch {
+		case err == nil:
+			if m.Log.GetSink() != nil {
+				m.Log.Info("deleted the membership lease of a replica gone for long", "lease", l.Name, "renewed", l.Spec.RenewTime)
+			}
+		case apierrors.IsNotFound(err), apierrors.IsConflict(err):
+			// Collected by another replica, or renewed since: either way, not ours to delete.
+		default:
+			m.logError("delete membership lease "+l.Name, err)
+		}
+	}
+}
+
+// MemberExpired says whether membership Lease l had expired more than
+// margin before now. A Lease without a renew time or a duration is never
+// judged expired: there is nothing to judge it by.
+func MemberExpired(l *coordinationv1.Lease, now time.Time, margin time.Duration) bool {
+	if l.Spec.RenewTime == nil || l.Spec.LeaseDurationSeconds == nil {
+		return false
+	}
+	expiry := l.Spec.RenewTime.Add(time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second)
+	return now.Sub(expiry) > margin
+}
+
+func (m *Membership) logError(msg string, err error) {
+	if m.Log.GetSink() != nil {
+		m.Log.V(1).Info(msg, "error", err.Error())
 	}
 }
