@@ -10,6 +10,11 @@ import (
 	"github.com/tinymod/tinymod/internal/leader"
 )
 
+// resolveTimeout bounds one look-up. Reads come from the cache, but the first
+// one of a kind waits for its informer to sync, which a sick API server can
+// hold up for as long as it likes.
+const resolveTimeout = 5 * time.Second
+
 // resolver finds other modules' replicas from their membership Leases and
 // their leader from the leader Lease, both read from the cache.
 type resolver struct {
@@ -18,9 +23,9 @@ type resolver struct {
 }
 
 // live returns the module's live members: identity -> address.
-func (r resolver) live(module string) map[string]string {
+func (r resolver) live(ctx context.Context, module string) map[string]string {
 	var leases coordinationv1.LeaseList
-	if err := r.c.List(context.Background(), &leases, client.InNamespace(r.ns),
+	if err := r.c.List(ctx, &leases, client.InNamespace(r.ns),
 		client.MatchingLabels{leader.ModuleLabel: module, leader.RoleLabel: "member"}); err != nil {
 		return nil
 	}
@@ -32,7 +37,7 @@ func (r resolver) live(module string) map[string]string {
 			continue
 		}
 		// A replica that stopped renewing has gone: drop it from the rotation.
-		if l.Spec.RenewTime.Add(time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second).Before(now) {
+		if leader.MemberExpired(&l, now, 0) {
 			continue
 		}
 		out[*l.Spec.HolderIdentity] = addr
@@ -41,8 +46,10 @@ func (r resolver) live(module string) map[string]string {
 }
 
 // Replicas returns the addresses of the module's live replicas.
-func (r resolver) Replicas(module string) []string {
-	members := r.live(module)
+func (r resolver) Replicas(ctx context.Context, module string) []string {
+	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
+	defer cancel()
+	members := r.live(ctx, module)
 	out := make([]string, 0, len(members))
 	for _, addr := range members {
 		out = append(out, addr)
@@ -51,11 +58,13 @@ func (r resolver) Replicas(module string) []string {
 }
 
 // Leader returns the address of the replica holding the module's lease.
-func (r resolver) Leader(module string) (string, bool) {
+func (r resolver) Leader(ctx context.Context, module string) (string, bool) {
+	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
+	defer cancel()
 	l := &coordinationv1.Lease{}
-	if err := r.c.Get(context.Background(), client.ObjectKey{Namespace: r.ns, Name: LeaseName(module)}, l); err != nil || l.Spec.HolderIdentity == nil {
+	if err := r.c.Get(ctx, client.ObjectKey{Namespace: r.ns, Name: LeaseName(module)}, l); err != nil || l.Spec.HolderIdentity == nil {
 		return "", false
 	}
-	addr, ok := r.live(module)[*l.Spec.HolderIdentity]
+	addr, ok := r.live(ctx, module)[*l.Spec.HolderIdentity]
 	return addr, ok
 }

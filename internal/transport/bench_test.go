@@ -21,10 +21,10 @@ import (
 // answer is the cheapest handler: it answers at once.
 type answer struct{}
 
-func (answer) Module() module.Info                       { return module.Info{Name: "b"} }
-func (answer) Handle(context.Context, scheduler.Msg) any { return "ok" }
-func (s fixedResolver) Replicas(string) []string         { return []string{string(s)} }
-func (s fixedResolver) Leader(string) (string, bool)     { return string(s), true }
+func (answer) Module() module.Info                                    { return module.Info{Name: "b"} }
+func (answer) Handle(context.Context, scheduler.Msg) any              { return "ok" }
+func (s fixedResolver) Replicas(context.Context, string) []string     { return []string{string(s)} }
+func (s fixedResolver) Leader(context.Context, string) (string, bool) { return string(s), true }
 func (echoServer) Send(_ context.Context, m *transportpb.Message) (*transportpb.Result, error) {
 	return &transportpb.Result{Data: []byte(`"ok"`)}, nil
 }

@@ -32,8 +32,8 @@ func (b *blocking) Handle(ctx context.Context, _ scheduler.Msg) any {
 
 type twoReplicas [2]string
 
-func (r twoReplicas) Replicas(string) []string     { return r[:] }
-func (r twoReplicas) Leader(string) (string, bool) { return r[0], true }
+func (r twoReplicas) Replicas(context.Context, string) []string     { return r[:] }
+func (r twoReplicas) Leader(context.Context, string) (string, bool) { return r[0], true }
 
 // TestInFlightMessageFailsWhenItsReplicaDies: a replica killed while holding
 // a message fails that message with a transient error instead of re-sending

@@ -175,8 +175,8 @@ func (v *env) answers(node string) string {
 
 type fixed string
 
-func (f fixed) Replicas(string) []string     { return []string{string(f)} }
-func (f fixed) Leader(string) (string, bool) { return string(f), true }
+func (f fixed) Replicas(context.Context, string) []string     { return []string{string(f)} }
+func (f fixed) Leader(context.Context, string) (string, bool) { return string(f), true }
 
 func edge(id, port, to string) v1alpha1.TinyNodeEdge {
 	return v1alpha1.TinyNodeEdge{ID: id, Port: port, To: to}
@@ -270,7 +270,7 @@ func TestServerRefusesBadRequests(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- replica.Run(ctx, replica.Options{Module: module.Info{Name: "gamma"}, Components: []module.Component{&echo{id: "g"}},
-			Config: e.Config, Namespace: v.ns, Identity: "g", Leader: leader.Static(true), GRPCListener: ln, GRPCAddr: addr, GRPCToken: token})
+			Config: e.Config, Namespace: v.ns, Identity: "g", Leader: leader.Always, GRPCListener: ln, GRPCAddr: addr, GRPCToken: token})
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	v.node("e", "gamma", "echo")

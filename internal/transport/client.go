@@ -1,0 +1,465 @@
+package transport
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	"github.com/tinymod/tinymod/internal/scheduler"
+	"github.com/tinymod/tinymod/internal/transport/transportpb"
+	"github.com/tinymod/tinymod/module"
+)
+
+// Defaults of ClientConfig.
+const (
+	DefaultIdleTimeout      = 5 * time.Minute
+	DefaultKeepaliveTime    = 30 * time.Second
+	DefaultKeepaliveTimeout = 10 * time.Second
+)
+
+// ClientConfig tunes a Client. Zero values take the defaults.
+type ClientConfig struct {
+	// IdleTimeout closes the connection to a replica no message has gone to
+	// for this long. Defaults to DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// KeepaliveTime is how long a connection may stay silent before the
+	// client pings the replica; at least MinKeepaliveTime. Defaults to
+	// DefaultKeepaliveTime.
+	KeepaliveTime time.Duration
+	// KeepaliveTimeout is how long a ping may go unanswered before the
+	// replica is taken for dead: its connection closes and the messages in
+	// flight on it fail. Defaults to DefaultKeepaliveTimeout.
+	KeepaliveTimeout time.Duration
+}
+
+// Client sends messages to other modules; it implements scheduler.Transport.
+type Client struct {
+	resolver Resolver
+	token    string
+	cfg      ClientConfig
+	next     atomic.Uint64
+
+	mu       sync.Mutex
+	peers    map[string]*peer
+	sweeping bool          // a sweeper runs while there are peers
+	closed   chan struct{} // closed by Close
+}
+
+// peer is the connection to one replica and its streams.
+type peer struct {
+	addr string
+	conn *grpc.ClientConn
+	open sync.Mutex // one stream is opened at a time
+
+	// Under Client.mu.
+	mux   *mux              // the stream new messages take; nil or broken: open one
+	muxes map[*mux]struct{} // every stream not ended yet, draining ones included
+	used  time.Time         // last time a message was sent this way
+}
+
+// NewClient returns a client using resolver; token, if not empty, is sent.
+func NewClient(resolver Resolver, token string) *Client {
+	return NewClientWith(resolver, token, ClientConfig{})
+}
+
+// NewClientWith returns a client tuned by cfg.
+func NewClientWith(resolver Resolver, token string, cfg ClientConfig) *Client {
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.KeepaliveTime <= 0 {
+		cfg.KeepaliveTime = DefaultKeepaliveTime
+	}
+	cfg.KeepaliveTime = max(cfg.KeepaliveTime, MinKeepaliveTime)
+	if cfg.KeepaliveTimeout <= 0 {
+		cfg.KeepaliveTimeout = DefaultKeepaliveTimeout
+	}
+	return &Client{resolver: resolver, token: token, cfg: cfg, peers: map[string]*peer{}, closed: make(chan struct{})}
+}
+
+// Close closes every connection; later sends fail.
+func (c *Client) Close() {
+	c.mu.Lock()
+	select {
+	case <-c.closed:
+	default:
+		close(c.closed)
+	}
+	peers := c.peers
+	c.peers = map[string]*peer{}
+	c.mu.Unlock()
+	for _, p := range peers {
+		p.close()
+	}
+}
+
+func (p *peer) close() {
+	// Closing the connection ends every stream on it, and so their receivers.
+	_ = p.conn.Close()
+}
+
+// peer returns the peer at addr, connecting if there is none, and marks it used.
+func (c *Client) peer(addr string) (*peer, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-c.closed:
+		return nil, errors.New("the transport client is closed")
+	default:
+	}
+	if p := c.peers[addr]; p != nil {
+		p.used = time.Now()
+		return p, nil
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize)),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: c.cfg.KeepaliveTime, Timeout: c.cfg.KeepaliveTimeout}))
+	if err != nil {
+		return nil, err
+	}
+	p := &peer{addr: addr, conn: conn, muxes: map[*mux]struct{}{}, used: time.Now()}
+	c.peers[addr] = p
+	if !c.sweeping {
+		c.sweeping = true
+		go c.sweep()
+	}
+	return p, nil
+}
+
+// sweep closes the connections of idle peers until there are none left.
+func (c *Client) sweep() {
+	t := time.NewTicker(max(c.cfg.IdleTimeout/4, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-c.closed:
+			return
+		case <-t.C:
+		}
+		var idle []*peer
+		c.mu.Lock()
+		for addr, p := range c.peers {
+			if time.Since(p.used) >= c.cfg.IdleTimeout && !p.inFlight() {
+				delete(c.peers, addr)
+				idle = append(idle, p)
+			}
+		}
+		done := len(c.peers) == 0
+		if done {
+			c.sweeping = false
+		}
+		c.mu.Unlock()
+		for _, p := range idle {
+			p.close()
+		}
+		if done {
+			return
+		}
+	}
+}
+
+// inFlight says whether a message waits for its answer from p; under Client.mu.
+func (p *peer) inFlight() bool {
+	for m := range p.muxes {
+		if m.inFlight() > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// stream returns the open stream to addr, opening one if there is none or
+// the last one takes no more messages.
+func (c *Client) stream(ctx context.Context, addr string) (*mux, error) {
+	p, err := c.peer(addr)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitReady(ctx, p.conn); err != nil {
+		return nil, err
+	}
+	p.open.Lock()
+	defer p.open.Unlock()
+	c.mu.Lock()
+	m := p.mux
+	c.mu.Unlock()
+	if m != nil && m.broken() == nil {
+		return m, nil
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	if c.token != "" {
+		sctx = tokenContext(sctx, c.token)
+	}
+	stream, err := transportpb.NewModuleClient(p.conn).Stream(sctx)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	m = &mux{stream: stream, cancel: cancel, pending: map[uint64]chan *transportpb.Envelope{}}
+	c.mu.Lock()
+	if c.peers[addr] != p {
+		c.mu.Unlock()
+		cancel()
+		return nil, status.Errorf(codes.Unavailable, "the connection to %s was closed", addr)
+	}
+	p.mux = m
+	p.muxes[m] = struct{}{}
+	c.mu.Unlock()
+	go func() {
+		m.receive()
+		c.ended(p, m)
+	}()
+	return m, nil
+}
+
+// ended forgets a stream that has ended, and the peer with it once it has no
+// stream left: the replica has gone, or is going.
+func (c *Client) ended(p *peer, m *mux) {
+	c.mu.Lock()
+	delete(p.muxes, m)
+	if p.mux == m {
+		p.mux = nil
+	}
+	gone := p.mux == nil && len(p.muxes) == 0 && c.peers[p.addr] == p
+	if gone {
+		delete(c.peers, p.addr)
+	}
+	c.mu.Unlock()
+	if gone {
+		p.close()
+	}
+}
+
+// waitReady waits, within ctx, for conn to connect.
+func waitReady(ctx context.Context, conn *grpc.ClientConn) error {
+	conn.Connect()
+	for {
+		switch s := conn.GetState(); s {
+		case connectivity.Ready:
+			return nil
+		case connectivity.TransientFailure, connectivity.Shutdown:
+			return status.Errorf(codes.Unavailable, "connection to %s: %s", conn.Target(), s)
+		default:
+			if !conn.WaitForStateChange(ctx, s) {
+				return status.FromContextError(ctx.Err()).Err()
+			}
+		}
+	}
+}
+
+// Send delivers msg to a node of targetModule and returns its result or error.
+func (c *Client) Send(ctx context.Context, targetModule string, msg scheduler.Msg) any {
+	data, err := json.Marshal(msg.Data)
+	if err != nil {
+		return module.Permanent(fmt.Errorf("message for %s is not JSON-encodable: %w", msg.To, err))
+	}
+	if len(data) > MaxMessageSize {
+		return module.Permanent(fmt.Errorf("message for %s is %d bytes, over the %d-byte limit", msg.To, len(data), MaxMessageSize))
+	}
+	_, port, err := scheduler.SplitTarget(msg.To)
+	if err != nil {
+		return module.Permanent(err)
+	}
+	var addrs []string
+	if strings.HasPrefix(port, "_") {
+		// System ports go to the leader: a reader would ignore a control action.
+		if addr, ok := c.resolver.Leader(ctx, targetModule); ok {
+			addrs = []string{addr}
+		}
+	} else {
+		addrs = c.resolver.Replicas(ctx, targetModule)
+	}
+	if len(addrs) == 0 {
+		if ctx.Err() != nil {
+			return decodeResult(nil, status.FromContextError(ctx.Err()).Err(), msg.To)
+		}
+		return fmt.Errorf("module %s has no reachable replica for %s", targetModule, msg.To)
+	}
+	req := &transportpb.Message{Module: targetModule, To: msg.To, From: msg.From, Data: data, Depth: int32(scheduler.Depth(ctx)), Id: msg.ID}
+	start := int(c.next.Add(1))
+	var last error
+	for i := range addrs {
+		addr := addrs[(start+i)%len(addrs)]
+		m, err := c.stream(ctx, addr)
+		if err == nil {
+			var res *transportpb.Result
+			res, err = m.send(ctx, req)
+			if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+				return decodeResult(res, err, msg.To)
+			}
+		}
+		if ctx.Err() != nil {
+			return decodeResult(nil, status.FromContextError(ctx.Err()).Err(), msg.To)
+		}
+		last = err // the message never reached that replica: try the next one
+	}
+	return fmt.Errorf("module %s: no replica answered for %s: %w", targetModule, msg.To, last)
+}
+
+func decodeResult(res *transportpb.Result, err error, to string) any {
+	if err != nil {
+		switch status.Code(err) {
+		case codes.NotFound, codes.InvalidArgument, codes.FailedPrecondition, codes.Unauthenticated, codes.PermissionDenied, codes.ResourceExhausted:
+			return module.Permanent(fmt.Errorf("send to %s: %s", to, status.Convert(err).Message()))
+		case codes.Canceled:
+			return context.Canceled
+		case codes.DeadlineExceeded:
+			return context.DeadlineExceeded
+		}
+		return fmt.Errorf("send to %s: %w", to, err)
+	}
+	if e := res.GetError(); e != nil {
+		err := errors.New(e.GetMessage())
+		if e.GetPermanent() {
+			return module.Permanent(err)
+		}
+		return err
+	}
+	if len(res.GetData()) == 0 {
+		return nil
+	}
+	var v any
+	if err := json.Unmarshal(res.GetData(), &v); err != nil {
+		return module.Permanent(fmt.Errorf("result from %s is not JSON: %w", to, err))
+	}
+	return v
+}
+
+// mux multiplexes messages over one Stream to one replica.
+type mux struct {
+	stream transportpb.Module_StreamClient
+	cancel context.CancelFunc
+
+	sendMu  sync.Mutex
+	mu      sync.Mutex
+	seq     uint64
+	pending map[uint64]chan *transportpb.Envelope
+	err     error // set once the stream takes no more messages: it broke, or the replica drains
+}
+
+func (m *mux) broken() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.err
+}
+
+func (m *mux) inFlight() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.pending)
+}
+
+// receive hands each result to its waiting sender until the stream ends.
+func (m *mux) receive() {
+	defer m.cancel()
+	for {
+		env, err := m.stream.Recv()
+		if err != nil {
+			if status.Code(err) == codes.OK || err == io.EOF {
+				err = status.Error(codes.Unavailable, "stream closed")
+			}
+			m.mu.Lock()
+			if m.err == nil {
+				m.err = err
+			}
+			for seq, ch := range m.pending {
+				close(ch)
+				delete(m.pending, seq)
+			}
+			m.mu.Unlock()
+			return
+		}
+		if env.GetSeq() == drainNotice {
+			if env.GetCode() == int32(codes.Unavailable) {
+				m.draining(env.GetStatus())
+			}
+			continue
+		}
+		m.mu.Lock()
+		ch := m.pending[env.GetSeq()]
+		delete(m.pending, env.GetSeq())
+		m.mu.Unlock()
+		if ch != nil {
+			ch <- env
+		}
+	}
+}
+
+// draining takes no more messages on the stream, and tells the replica
+// so by closing the sending side; the answers of the messages in flight
+// still come back.
+func (m *mux) draining(reason string) {
+	m.mu.Lock()
+	if m.err == nil {
+		m.err = status.Error(codes.Unavailable, reason)
+	}
+	m.mu.Unlock()
+	go func() {
+		// Not on the receiving goroutine: a sender may hold sendMu while
+		// flow control waits for the replica to read.
+		m.sendMu.Lock()
+		_ = m.stream.CloseSend()
+		m.sendMu.Unlock()
+	}()
+}
+
+// send sends one message and waits for its result, its refusal, the end of
+// ctx (which cancels it on the other side too) or the stream breaking. An
+// Unavailable error means the replica never took the message.
+func (m *mux) send(ctx context.Context, req *transportpb.Message) (*transportpb.Result, error) {
+	ch := make(chan *transportpb.Envelope, 1)
+	m.mu.Lock()
+	if m.err != nil {
+		m.mu.Unlock()
+		return nil, status.Error(codes.Unavailable, status.Convert(m.err).Message())
+	}
+	m.seq++
+	seq := m.seq
+	m.pending[seq] = ch
+	m.mu.Unlock()
+	env := &transportpb.Envelope{Seq: seq, Message: req}
+	if deadline, ok := ctx.Deadline(); ok {
+		env.Timeout = max(int64(time.Until(deadline)), 1)
+	}
+	m.sendMu.Lock()
+	err := m.stream.Send(env)
+	m.sendMu.Unlock()
+	if err != nil {
+		m.mu.Lock()
+		delete(m.pending, seq)
+		m.mu.Unlock()
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	select {
+	case res, ok := <-ch:
+		if !ok {
+			// The replica may have handled it: fail it, never re-send it elsewhere.
+			return nil, status.Errorf(codes.Aborted, "the connection to the replica broke while the message was in flight: %v", m.broken())
+		}
+		if res.GetCode() != int32(codes.OK) {
+			return nil, status.Error(codes.Code(res.GetCode()), res.GetStatus())
+		}
+		return res.GetResult(), nil
+	case <-ctx.Done():
+		m.mu.Lock()
+		delete(m.pending, seq)
+		m.mu.Unlock()
+		m.sendMu.Lock()
+		_ = m.stream.Send(&transportpb.Envelope{Seq: seq, Cancel: true})
+		m.sendMu.Unlock()
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+}
