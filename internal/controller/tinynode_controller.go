@@ -97,6 +97,7 @@ func (r *TinyNodeReconciler) Resync(ctx context.Context) {
 // appliedSpec is what the scheduler made of a node's spec.
 type appliedSpec struct {
 	generation int64
+	uid        types.UID
 	problems   []scheduler.Problem
 }
 
@@ -249,9 +250,15 @@ func (r *TinyNodeReconciler) Panicked(name string, err error) {
 		r.panics = map[string]nodePanic{}
 	}
 	prev := r.panics[name]
-	generation := r.applied[name].generation
+	applied := r.applied[name]
+	generation := applied.generation
 	if found {
 		generation = node.Generation // the spec being applied, when the panic came from applying it
+	} else if applied.uid != "" {
+		// Gone already (a Destroy that panics as its node is deleted): the
+		// Event names the node as it was.
+		node = &v1alpha1.TinyNode{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.Namespace, UID: applied.uid}}
+		found = true
 	}
 	p := nodePanic{message: err.Error(), generation: generation, evented: prev.evented}
 	event := r.Recorder != nil && (p.message != prev.message || now.Sub(prev.evented) >= panicEventEvery)
@@ -280,7 +287,7 @@ func (r *TinyNodeReconciler) remember(node *v1alpha1.TinyNode, problems []schedu
 		r.applied = map[string]appliedSpec{}
 	}
 	prev, seen := r.applied[node.Name]
-	r.applied[node.Name] = appliedSpec{generation: node.Generation, problems: problems}
+	r.applied[node.Name] = appliedSpec{generation: node.Generation, uid: node.UID, problems: problems}
 	return !seen || scheduler.ProblemsText(prev.problems) != scheduler.ProblemsText(problems)
 }
 

@@ -126,8 +126,13 @@ func (r *TinySignalReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.counter, err = metrics.Register(r.Metrics, r.counter); err != nil {
 		return err
 	}
-	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.TinySignal{}, signalNodeIndex,
-		func(o client.Object) []string { return []string{o.(*v1alpha1.TinySignal).Spec.Node} }); err != nil {
+	// The index needs the API server's discovery, which may fail a request
+	// or two at start-up: try again for a while rather than stop.
+	err = retryStartup(context.Background(), func() error {
+		return mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.TinySignal{}, signalNodeIndex,
+			func(o client.Object) []string { return []string{o.(*v1alpha1.TinySignal).Spec.Node} })
+	})
+	if err != nil {
 		return fmt.Errorf("index signals by node: %w", err)
 	}
 	module := r.Scheduler.Module().Name
@@ -226,6 +231,9 @@ func (r *TinySignalReconciler) Reconcile(_ context.Context, req ctrl.Request) (c
 		if again > 0 {
 			return ctrl.Result{RequeueAfter: again}, nil
 		}
+		if !term.Valid() {
+			return ctrl.Result{}, nil // the next term picks the node up again
+		}
 	}
 	return ctrl.Result{}, nil
 }
@@ -254,7 +262,10 @@ func (r *TinySignalReconciler) next(ctx context.Context, node string) (*v1alpha1
 			if err := r.settle(ctx, sig, st); err != nil {
 				return nil, 0, err
 			}
-			continue
+			if !st.failed || sig.Status.Phase != v1alpha1.SignalFailed {
+				continue // delivered, or Failed not in the cache yet
+			}
+			// Failed, as the cache now shows: kept until its time is up.
 		}
 		if sig.Status.Phase == v1alpha1.SignalFailed {
 			if left := r.expiresIn(sig); left > 0 {
@@ -501,6 +512,24 @@ func (r *TinySignalReconciler) fail(ctx context.Context, sig *v1alpha1.TinySigna
 	}
 	return nil
 }
+
+// retryStartup runs f until it succeeds, for up to about a minute, backing
+// off from 100 ms to 5 s: start-up steps that an API server's passing failure
+// must not turn into a replica that exits.
+func retryStartup(ctx context.Context, f func() error) error {
+	wait := 100 * time.Millisecond
+	for deadline := time.Now().Add(time.Minute); ; {
+		err := f()
+		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+		pause(ctx, wait)
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// RetryStartup is retryStartup for the replica's own start-up steps.
+func RetryStartup(ctx context.Context, f func() error) error { return retryStartup(ctx, f) }
 
 // requestTimeout bounds one API request of signal delivery: a request that
 // hangs must not hold its node's signals until the term ends.

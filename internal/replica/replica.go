@@ -74,6 +74,9 @@ type Options struct {
 	// Journal, if set, records every confirmation of leadership before the
 	// leader-only work it allows (see leader.Journal).
 	Journal *leader.Journal
+	// FailedSignalTTL is how long a failed TinySignal is kept. Defaults to
+	// controller.DefaultFailedTTL (an hour).
+	FailedSignalTTL time.Duration
 	// Runnables run on every replica, in its manager, once its caches have
 	// synced: a module's own background work. One that fails stops the
 	// replica, which hands over the lease first.
@@ -293,12 +296,12 @@ func Run(ctx context.Context, opts Options) error {
 	signals = &controller.TinySignalReconciler{
 		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Scheduler: sched, Leader: status,
 		Recorder:  mgr.GetEventRecorder("tinymod/" + opts.Module.Name),
-		Namespace: opts.Namespace, Metrics: ctrlmetrics.Registry,
+		Namespace: opts.Namespace, Metrics: ctrlmetrics.Registry, FailedTTL: opts.FailedSignalTTL,
 	}
 	if err := signals.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("replica: %w", err)
 	}
-	if err := modules.EnsureExists(ctx); err != nil {
+	if err := controller.RetryStartup(ctx, func() error { return modules.EnsureExists(ctx) }); err != nil {
 		return fmt.Errorf("replica: %w", err)
 	}
 

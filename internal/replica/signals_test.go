@@ -308,6 +308,30 @@ func TestAPIFaultsDoNotRepeatOrSpendDeliveries(t *testing.T) {
 	}
 }
 
+// TestFailedSignalsAreKeptForTheirTTL: a failed signal stays, with its error,
+// for the TTL, and is then deleted.
+func TestFailedSignalsAreKeptForTheirTTL(t *testing.T) {
+	h := newHarness(t)
+	currentNS.Store(h.ns)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- replica.Run(ctx, replica.Options{
+			Module: module.Info{Name: "ttl"}, Components: []module.Component{&recorder{}},
+			Config: h.env.UserConfig(t, "ttl-0"), Namespace: h.ns, Identity: "ttl-0", Leader: leader.Always,
+			FailedSignalTTL: 3 * time.Second,
+		})
+	}()
+	defer func() { cancel(); <-done }()
+	h.node("rec", "ttl", "recorder")
+	s := h.press("doomed", "rec", `{"fail":"permanent"}`)
+	failed := h.waitSignalFailed(s, 30*time.Second)
+	if failed.Status.LastError == "" {
+		t.Error("no lastError")
+	}
+	h.waitSignalGone(s, 30*time.Second)
+}
+
 // boom is a component with a bug in every entry point, chosen by its settings.
 type boom struct{ where string }
 
