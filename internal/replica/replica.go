@@ -350,12 +350,14 @@ func Run(ctx context.Context, opts Options) error {
 	var (
 		grpcServer *grpc.Server
 		healthSrv  *health.Server
+		moduleSrv  *transport.Server
 	)
 	if opts.GRPCListener != nil {
 		grpcServer = grpc.NewServer(transport.ServerOptions(opts.GRPCToken)...)
 		healthSrv = health.NewServer()
 		healthpb.RegisterHealthServer(grpcServer, healthSrv)
-		transport.NewServer(sched, opts.GRPCToken).Register(grpcServer)
+		moduleSrv = transport.NewServer(sched, opts.GRPCToken)
+		moduleSrv.Register(grpcServer)
 		go func() { _ = grpcServer.Serve(opts.GRPCListener) }()
 	}
 
@@ -403,15 +405,23 @@ func Run(ctx context.Context, opts Options) error {
 	stopMember()
 	<-memberDone
 	if grpcServer != nil {
-		// Drain messages in flight, bounded.
+		// Drain messages in flight, bounded: other replicas' streams stop
+		// taking messages (their senders move new ones to other replicas),
+		// the messages in flight are answered and the streams end, so that
+		// GracefulStop does not wait for them.
 		healthSrv.Shutdown()
+		drainCtx, cancelDrain := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := moduleSrv.Drain(drainCtx); err != nil {
+			log.Info("gRPC drain cut short", "error", err.Error())
+		}
 		stopped := make(chan struct{})
 		go func() { grpcServer.GracefulStop(); close(stopped) }()
 		select {
 		case <-stopped:
-		case <-time.After(5 * time.Second):
+		case <-drainCtx.Done():
 			grpcServer.Stop()
 		}
+		cancelDrain()
 	}
 	stopMgr()
 	if mgrStopped {
