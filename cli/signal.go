@@ -12,6 +12,7 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -74,6 +75,17 @@ deletes it; a signal that cannot be delivered ends with phase Failed.`,
 
 // kubeClient returns a client for tinymod's kinds and the namespace to use.
 func kubeClient(kubeconfig, namespace string) (client.Client, string, error) {
+	cfg, namespace, err := kubeConfig(kubeconfig, namespace)
+	if err != nil {
+		return nil, "", err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: replica.Scheme()})
+	return c, namespace, err
+}
+
+// kubeConfig loads the kubeconfig and picks the namespace: the flag, the
+// kubeconfig's, $POD_NAMESPACE, else default.
+func kubeConfig(kubeconfig, namespace string) (*rest.Config, string, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = kubeconfig
 	loader := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{})
@@ -89,8 +101,7 @@ func kubeClient(kubeconfig, namespace string) (client.Client, string, error) {
 			namespace = "default"
 		}
 	}
-	c, err := client.New(cfg, client.Options{Scheme: replica.Scheme()})
-	return c, namespace, err
+	return cfg, namespace, nil
 }
 
 // waitDelivered polls the signal until it is gone (delivered and deleted) or

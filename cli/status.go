@@ -17,6 +17,7 @@ import (
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
 	"github.com/tinymod/tinymod/internal/leader"
+	"github.com/tinymod/tinymod/internal/replica"
 	"github.com/tinymod/tinymod/internal/scheduler"
 )
 
@@ -44,6 +45,8 @@ type ReplicaStatus struct {
 	Leader   bool   `json:"leader"`
 	// Renewed is how long ago the replica last renewed its membership.
 	Renewed string `json:"renewed"`
+	// MetricsAddr serves the replica's metrics and per-node health.
+	MetricsAddr string `json:"metricsAddr,omitempty"`
 }
 
 // NodeStatus is one node's readiness.
@@ -53,6 +56,12 @@ type NodeStatus struct {
 	Flow      string `json:"flow,omitempty"`
 	Ready     string `json:"ready"`
 	Error     string `json:"error,omitempty"`
+	// Errors, ErrorsPerSecond and LastError come from the module's replicas
+	// (failed deliveries and panics they saw), not from the API server.
+	Errors          uint64  `json:"errors,omitempty"`
+	ErrorsPerSecond float64 `json:"errorsPerSecond,omitempty"`
+	LastError       string  `json:"lastError,omitempty"`
+	LastErrorAge    string  `json:"lastErrorAge,omitempty"`
 }
 
 // GetStatus reads the namespace's modules, replicas and nodes.
@@ -91,7 +100,7 @@ func GetStatus(ctx context.Context, c client.Client, ns string) (*Status, error)
 			holder = *l.Spec.HolderIdentity
 		}
 		if module := l.Labels[leader.ModuleLabel]; module != "" && l.Labels[leader.RoleLabel] == "member" {
-			r := ReplicaStatus{Identity: holder, Addr: l.Annotations[leader.AddressAnnotation]}
+			r := ReplicaStatus{Identity: holder, Addr: l.Annotations[leader.AddressAnnotation], MetricsAddr: l.Annotations[leader.MetricsAnnotation]}
 			if l.Spec.RenewTime != nil {
 				r.Renewed = age(now.Sub(l.Spec.RenewTime.Time))
 			}
@@ -153,9 +162,13 @@ func (s *Status) Print(w io.Writer) {
 			}
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s ago\n", r.Identity, dash(r.Addr), role, r.Renewed)
 		}
-		fmt.Fprintf(tw, "  NODE\tCOMPONENT\tREADY\tERROR\n")
+		fmt.Fprintf(tw, "  NODE\tCOMPONENT\tREADY\tERROR\tERRORS/S\tLAST FAILURE\n")
 		for _, n := range m.Nodes {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", n.Name, n.Component, n.Ready, n.Error)
+			last := "-"
+			if n.LastError != "" {
+				last = fmt.Sprintf("%s ago: %s", n.LastErrorAge, n.LastError)
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%.1f\t%s\n", n.Name, n.Component, n.Ready, dash(n.Error), n.ErrorsPerSecond, last)
 		}
 	}
 	_ = tw.Flush()
@@ -170,19 +183,33 @@ func dash(s string) string {
 
 // NewStatusCommand returns `status`.
 func NewStatusCommand() *cobra.Command {
-	var namespace, kubeconfig, output string
+	var (
+		namespace, kubeconfig, output string
+		window                        time.Duration
+	)
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show modules, their replicas and leader, and their nodes",
-		Args:  cobra.NoArgs,
+		Long: `Show modules, their replicas and leader, and their nodes with readiness
+and, from the replicas themselves, failed deliveries per second and the last
+failure: each replica keeps them in memory and serves them beside its metrics,
+read directly or through the API server's pod proxy.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ns, err := kubeClient(kubeconfig, namespace)
+			cfg, ns, err := kubeConfig(kubeconfig, namespace)
+			if err != nil {
+				return err
+			}
+			c, err := client.New(cfg, client.Options{Scheme: replica.Scheme()})
 			if err != nil {
 				return err
 			}
 			s, err := GetStatus(cmd.Context(), c, ns)
 			if err != nil {
 				return err
+			}
+			for _, note := range AddHealth(cmd.Context(), &HealthReader{Config: cfg, Namespace: ns}, s, window) {
+				fmt.Fprintln(cmd.ErrOrStderr(), "health:", note)
 			}
 			switch output {
 			case "json":
@@ -199,6 +226,7 @@ func NewStatusCommand() *cobra.Command {
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "namespace (default: the kubeconfig's, else default)")
 	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	cmd.Flags().DurationVar(&window, "rate-window", time.Second, "read the replicas' failure counts twice this far apart for ERRORS/S; 0 reads once")
 	return cmd
 }
 

@@ -25,6 +25,9 @@ const (
 	RoleLabel = "tinysystems.io/lease-role"
 	// AddressAnnotation holds the replica's gRPC address.
 	AddressAnnotation = "tinysystems.io/grpc-address"
+	// MetricsAnnotation holds the replica's metrics address, which also
+	// serves its per-node health; absent when it has none to publish.
+	MetricsAnnotation = "tinysystems.io/metrics-address"
 )
 
 // Membership keeps one replica's own Lease, as kube-apiserver keeps its
@@ -35,6 +38,8 @@ type Membership struct {
 	Module    string
 	Identity  string
 	Addr      string
+	// MetricsAddr, if set, is published with the address.
+	MetricsAddr string
 	// Duration is written into the Lease; it is renewed every third of it.
 	Duration time.Duration
 	// GCAfter is how long another replica's membership Lease of the module
@@ -61,6 +66,20 @@ func MemberLeaseName(module, identity string) string {
 	return strings.Trim(name, "-") + "-" + hex.EncodeToString(sum[:4])
 }
 
+// annotations returns a with the replica's addresses set.
+func (m *Membership) annotations(a map[string]string) map[string]string {
+	if a == nil {
+		a = map[string]string{}
+	}
+	a[AddressAnnotation] = m.Addr
+	if m.MetricsAddr != "" {
+		a[MetricsAnnotation] = m.MetricsAddr
+	} else {
+		delete(a, MetricsAnnotation)
+	}
+	return a
+}
+
 // Run keeps the Lease until ctx ends, then deletes it. Along the way it
 // deletes the membership Leases of the module's replicas that have been
 // expired for longer than GCAfter, so replicas that died leave none behind.
@@ -85,17 +104,14 @@ func (m *Membership) Run(ctx context.Context) {
 			_, err = leases.Create(cctx, &coordinationv1.Lease{
 				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: m.Namespace,
 					Labels:      map[string]string{ModuleLabel: m.Module, RoleLabel: "member"},
-					Annotations: map[string]string{AddressAnnotation: m.Addr}},
+					Annotations: m.annotations(nil)},
 				Spec: coordinationv1.LeaseSpec{HolderIdentity: &m.Identity, LeaseDurationSeconds: &secs, AcquireTime: &now, RenewTime: &now},
 			}, metav1.CreateOptions{})
 		case err == nil:
 			lease.Spec.RenewTime = &now
 			lease.Spec.HolderIdentity = &m.Identity
 			lease.Spec.LeaseDurationSeconds = &secs
-			if lease.Annotations == nil {
-				lease.Annotations = map[string]string{}
-			}
-			lease.Annotations[AddressAnnotation] = m.Addr
+			lease.Annotations = m.annotations(lease.Annotations)
 			_, err = leases.Update(cctx, lease, metav1.UpdateOptions{})
 		}
 		cancel()

@@ -366,8 +366,9 @@ func Run(ctx context.Context, opts Options) error {
 	go func() {
 		defer close(memberDone)
 		(&leader.Membership{Client: clientset, Namespace: opts.Namespace, Module: opts.Module.Name,
-			Identity: opts.Identity, Addr: opts.GRPCAddr, Duration: opts.Election.WithDefaults().LeaseDuration,
-			Log: log.WithName("membership")}).Run(memberCtx)
+			Identity: opts.Identity, Addr: opts.GRPCAddr, MetricsAddr: advertisedMetrics(opts.MetricsAddr, opts.GRPCAddr),
+			Duration: opts.Election.WithDefaults().LeaseDuration,
+			Log:      log.WithName("membership")}).Run(memberCtx)
 	}()
 
 	// The replica runs until ctx ends or the manager stops on its own (a
@@ -435,4 +436,25 @@ func Run(ctx context.Context, opts Options) error {
 	sched.Stop()
 	log.Info("replica stopped")
 	return err
+}
+
+// advertisedMetrics is the metrics address others can reach: the bind
+// address, with the advertised gRPC host when it binds every interface; empty
+// when metrics are off or on a port picked at random.
+func advertisedMetrics(bind, grpcAddr string) string {
+	if bind == "" || bind == "0" {
+		return ""
+	}
+	host, port, err := net.SplitHostPort(bind)
+	if err != nil || port == "0" || port == "" {
+		return ""
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		if h, _, err := net.SplitHostPort(grpcAddr); err == nil && h != "" {
+			host = h
+		} else {
+			host = "127.0.0.1"
+		}
+	}
+	return net.JoinHostPort(host, port)
 }

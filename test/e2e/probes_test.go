@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
+	"github.com/tinymod/tinymod/cli"
 	"github.com/tinymod/tinymod/internal/controlplane/controlplanetest"
 	"github.com/tinymod/tinymod/internal/replica"
 )
@@ -91,6 +92,24 @@ func TestRunProbesAndMetrics(t *testing.T) {
 			return fmt.Errorf("health: %s", body)
 		}
 		return nil
+	})
+	// tinymod status reads it through the replica's membership Lease.
+	controlplanetest.Eventually(t, 30*time.Second, func() error {
+		s, err := cli.GetStatus(context.Background(), cl, ns)
+		if err != nil {
+			return err
+		}
+		if notes := cli.AddHealth(context.Background(), &cli.HealthReader{Config: env.Config, Namespace: ns}, s, 0); len(notes) > 0 {
+			return fmt.Errorf("%v", notes)
+		}
+		for _, m := range s.Modules {
+			for _, n := range m.Nodes {
+				if n.Name == "d" && n.Errors > 0 && strings.Contains(n.LastError, "no such port") && n.LastErrorAge != "" {
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("status shows no failure of d: %+v", s.Modules)
 	})
 	if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
