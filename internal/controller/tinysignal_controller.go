@@ -182,6 +182,25 @@ func (r *TinySignalReconciler) ours(ctx context.Context, node string) bool {
 	return err != nil || n.Spec.Module == r.Scheduler.Module().Name
 }
 
+// oursNow is ours, asked of the API server when the cache has no such node:
+// a cache that lags behind a node's creation (a watch cut by a failing API
+// server) must not make this leader take another module's signal.
+func (r *TinySignalReconciler) oursNow(ctx context.Context, node string) (bool, error) {
+	n := &v1alpha1.TinyNode{}
+	key := client.ObjectKey{Namespace: r.Namespace, Name: node}
+	err := r.Client.Get(ctx, key, n)
+	if apierrors.IsNotFound(err) {
+		err = bounded(ctx, func(ctx context.Context) error { return r.Reader.Get(ctx, key, n) })
+	}
+	switch {
+	case apierrors.IsNotFound(err):
+		return true, nil // no such node: its signals fail after the retry budget
+	case err != nil:
+		return false, fmt.Errorf("read node %s: %w", node, err)
+	}
+	return n.Spec.Module == r.Scheduler.Module().Name, nil
+}
+
 // Resync queues the nodes of every signal again: a new leader picks up
 // pending ones.
 func (r *TinySignalReconciler) Resync(ctx context.Context) {
@@ -213,10 +232,12 @@ func (r *TinySignalReconciler) Reconcile(_ context.Context, req ctrl.Request) (c
 	}
 	// Leader-only work runs under the term, and its writes carry it to the fence.
 	ctx := leader.WithTerm(term.Context(), term)
-	if !r.ours(ctx, req.Name) {
-		return ctrl.Result{}, nil
-	}
 	for ctx.Err() == nil {
+		// Asked again before each signal: the node may have appeared, or
+		// moved to another module, since the last.
+		if mine, err := r.oursNow(ctx, req.Name); err != nil || !mine {
+			return ctrl.Result{}, err
+		}
 		sig, wait, err := r.next(ctx, req.Name)
 		if err != nil || sig == nil {
 			return ctrl.Result{RequeueAfter: wait}, err

@@ -61,12 +61,6 @@ func (t *Term) Confirm(action string) bool {
 	return t != nil && t.check(action, true)
 }
 
-// Leads reports whether the term holds and its leader-only work has not been
-// stopped: what utils.IsLeader answers.
-func (t *Term) Leads() bool {
-	return t != nil && t.ctx.Err() == nil && t.check("", false)
-}
-
 var doneContext = func() context.Context {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

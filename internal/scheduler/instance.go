@@ -416,7 +416,9 @@ func (inst *instance) handle(ctx context.Context, p *port, from, portName string
 	start := time.Now()
 	defer func() {
 		if r := recover(); r != nil {
-			err := fmt.Errorf("panic in %s on port %s: %v", inst.name, portName, r)
+			// A bug: trying again would only panic again (and redo whatever
+			// the handler did before it), so the error is permanent.
+			err := module.Permanent(fmt.Errorf("panic in %s on port %s: %v", inst.name, portName, r))
 			inst.s.panicked(inst.name, "Handle on port "+portName, &PanicError{Value: r, Stack: debug.Stack()})
 			result = err
 		} else if err, ok := result.(error); ok && err != nil {
