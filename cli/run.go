@@ -12,12 +12,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
-	"go.uber.org/zap/zapcore"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/tinymod/tinymod/internal/leader"
 	"github.com/tinymod/tinymod/internal/replica"
@@ -86,21 +84,6 @@ loss of any one of them.`,
 	return cmd
 }
 
-func newLogger(format string) (logr.Logger, error) {
-	enc := zapcore.EncoderConfig{
-		TimeKey: "time", LevelKey: "level", MessageKey: "msg", NameKey: "logger",
-		EncodeTime: zapcore.RFC3339NanoTimeEncoder, EncodeLevel: zapcore.LowercaseLevelEncoder,
-		EncodeDuration: zapcore.StringDurationEncoder,
-	}
-	switch format {
-	case "json":
-		return zap.New(zap.Encoder(zapcore.NewJSONEncoder(enc))), nil
-	case "text":
-		return zap.New(zap.Encoder(zapcore.NewConsoleEncoder(enc))), nil
-	}
-	return logr.Logger{}, fmt.Errorf("--log-format must be json or text, not %q", format)
-}
-
 func defaultIdentity() string {
 	if pod := os.Getenv("POD_NAME"); pod != "" {
 		return pod
@@ -122,11 +105,6 @@ func run(ctx context.Context, o RunOptions, version string, components []module.
 	if err := election.Validate(); err != nil {
 		return err
 	}
-	log, err := newLogger(o.LogFormat)
-	if err != nil {
-		return err
-	}
-	ctrllog.SetLogger(log)
 	if o.Namespace == "" {
 		o.Namespace = os.Getenv("POD_NAMESPACE")
 	}
@@ -136,7 +114,15 @@ func run(ctx context.Context, o RunOptions, version string, components []module.
 	if o.Identity == "" {
 		o.Identity = defaultIdentity()
 	}
-	log = log.WithValues("identity", o.Identity, "module", o.Name)
+	base, err := newLogger(o.LogFormat, os.Stderr)
+	if err != nil {
+		return err
+	}
+	// replica.Run adds the identity and the module to the logger it is given;
+	// the lines logged here and by libraries outside it get them from log.
+	log := base.WithValues("identity", o.Identity, "module", o.Name)
+	ctrllog.SetLogger(log)
+	klog.SetLogger(log)
 
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = o.Kubeconfig
@@ -194,7 +180,7 @@ func run(ctx context.Context, o RunOptions, version string, components []module.
 			GRPCToken:    token,
 			MetricsAddr:  o.MetricsAddr,
 			HealthAddr:   o.HealthAddr,
-			Log:          log,
+			Log:          base,
 			Journal:      journal,
 		})
 	}()
