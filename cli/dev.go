@@ -71,7 +71,7 @@ DIR/logs/<identity>.log.`,
 	}
 	f := cmd.Flags()
 	f.IntVar(&o.Replicas, "replicas", 3, "how many replicas to run")
-	f.DurationVar(&o.KillEvery, "kill-leader-every", 0, "kill -9 the leader this often and restart it, to watch failover (0: never)")
+	f.DurationVar(&o.KillEvery, "kill-leader-every", 0, "kill -9 the leader this long after the last restart, and restart it, to watch failover (0: never)")
 	f.StringVar(&o.Apply, "apply", "", "apply this YAML file instead of the sample flow")
 	f.StringVar(&o.Dir, "dir", "", "keep etcd data and replica logs here (default: a temporary folder removed on exit)")
 	f.StringVar(&o.Module, "name", "tinymod", "the module name the replicas run as")
@@ -318,9 +318,12 @@ func (d *devRun) noteQuiet(s string) io.Writer {
 	return d.events
 }
 
-// killLeaders kills the leader with SIGKILL every KillEvery and restarts it.
+// killLeaders kills the leader with SIGKILL and restarts it, KillEvery after
+// the previous restart: the module runs whole for KillEvery between two
+// failovers however long a failover takes (a ticker would kill again as soon
+// as a slow failover ended).
 func (d *devRun) killLeaders(ctx context.Context) {
-	t := time.NewTicker(d.opts.KillEvery)
+	t := time.NewTimer(d.opts.KillEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -328,6 +331,7 @@ func (d *devRun) killLeaders(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		t.Reset(d.opts.KillEvery) // a failover below restarts it
 		l := &coordinationv1.Lease{}
 		if err := d.c.Get(ctx, client.ObjectKey{Namespace: d.ns, Name: replica.LeaseName(d.opts.Module)}, l); err != nil || l.Spec.HolderIdentity == nil {
 			continue
@@ -358,6 +362,7 @@ func (d *devRun) killLeaders(ctx context.Context) {
 		if err := d.start(id); err != nil {
 			d.note(fmt.Sprintf("restart %s: %v", id, err))
 		}
+		t.Reset(d.opts.KillEvery)
 	}
 }
 
