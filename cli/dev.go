@@ -104,7 +104,14 @@ type devRun struct {
 	counts   map[string]float64
 	countsAt time.Time
 	rates    map[string]float64
-	stopping bool
+	// failures per replica and node, as each replica reports them, for
+	// error rates that a restarted replica (its counts back at zero) does not
+	// skew; and each node's newest failure.
+	failures    map[string]map[string]uint64
+	failuresAt  time.Time
+	errorRates  map[string]float64
+	lastFailure map[string]nodeHealth
+	stopping    bool
 }
 
 func runDev(ctx context.Context, o DevOptions, stdout, stderr io.Writer) error {
@@ -450,9 +457,58 @@ func (d *devRun) scrape() {
 	d.counts, d.countsAt = totals, now
 }
 
+// scrapeHealth reads every replica's per-node failures and updates the error
+// rates, per replica so that a replica that restarted counts from zero
+// rather than look like negative traffic.
+func (d *devRun) scrapeHealth(ctx context.Context) {
+	d.mu.Lock()
+	all := make([]*devReplica, 0, len(d.replicas))
+	for _, r := range d.replicas {
+		all = append(all, r)
+	}
+	d.mu.Unlock()
+	hr := &HealthReader{Timeout: time.Second}
+	now := time.Now()
+	counts := map[string]map[string]uint64{}
+	last := map[string]nodeHealth{}
+	for _, r := range all {
+		h, err := hr.Read(ctx, r.id, r.metrics)
+		if err != nil {
+			continue
+		}
+		counts[r.id] = map[string]uint64{}
+		for node, nh := range h.Nodes {
+			counts[r.id][node] = nh.Errors + nh.Panics
+			if l := last[node]; nh.LastErrorAt.After(l.lastAt) {
+				last[node] = nodeHealth{lastError: nh.LastError, lastAt: nh.LastErrorAt}
+			}
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.failuresAt.IsZero() {
+		secs := now.Sub(d.failuresAt).Seconds()
+		rates := map[string]float64{}
+		for id, nodes := range counts {
+			for node, n := range nodes {
+				before := d.failures[id][node]
+				if n < before {
+					before = 0 // the replica restarted
+				}
+				if secs > 0 {
+					rates[node] += float64(n-before) / secs
+				}
+			}
+		}
+		d.errorRates = rates
+	}
+	d.failures, d.failuresAt, d.lastFailure = counts, now, last
+}
+
 // view renders the current state.
 func (d *devRun) view(ctx context.Context, wide bool) string {
 	d.scrape()
+	d.scrapeHealth(ctx)
 	var b strings.Builder
 	s, err := GetStatus(ctx, d.c, d.ns)
 	fmt.Fprintf(&b, "--- %s  KUBECONFIG=%s\n", time.Now().Format("15:04:05"), d.kubeconfig)
@@ -482,7 +538,14 @@ func (d *devRun) view(ctx context.Context, wide bool) string {
 			if n.Ready != "True" {
 				status = "NOT READY " + n.Error
 			}
-			fmt.Fprintf(&b, "  node %-14s %-8s %s%s\n", n.Name, n.Component, status, rate)
+			failing := ""
+			if r := d.errorRates[n.Name]; r > 0 {
+				failing = fmt.Sprintf("  %.1f err/s", r)
+			}
+			if l, ok := d.lastFailure[n.Name]; ok && l.lastError != "" {
+				failing += fmt.Sprintf("  last failure %s ago: %s", age(time.Since(l.lastAt)), truncate(l.lastError, 70))
+			}
+			fmt.Fprintf(&b, "  node %-14s %-8s %s%s%s\n", n.Name, n.Component, status, rate, failing)
 		}
 	}
 	if len(d.debug) > 0 {
@@ -531,4 +594,13 @@ func (m *devModel) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 
 func (m *devModel) View() string {
 	return m.text + "\n(q or Ctrl-C to stop)\n"
+}
+
+// truncate shortens s to at most n runes, marking the cut.
+func truncate(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
 }

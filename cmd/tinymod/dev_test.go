@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"io"
+	"os"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -80,8 +81,16 @@ func TestDevShowsFlowAndFailover(t *testing.T) {
 	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
 
-	out.wait(t, regexp.MustCompile(`^export KUBECONFIG=`), 0, 90*time.Second)
+	export, _ := out.wait(t, regexp.MustCompile(`^export KUBECONFIG=`), 0, 90*time.Second)
 	_, i := out.wait(t, regexp.MustCompile(`^module tinymod: leader dev-\d`), 0, 60*time.Second)
+	// A message the node cannot take: the view shows the failure, read from
+	// the replicas.
+	press := exec.Command(bin, "signal", "--node", "debug-quiet", "--port", "nope", "--data", "{}")
+	press.Env = append(os.Environ(), strings.TrimPrefix(export, "export "))
+	if b, err := press.CombinedOutput(); err != nil {
+		t.Fatalf("tinymod signal: %v: %s", err, b)
+	}
+	out.wait(t, regexp.MustCompile(`node debug-quiet\s+debug\s+ready.*last failure .* ago: .*no such port`), i, 30*time.Second)
 	out.wait(t, regexp.MustCompile(`node debug-quiet\s+debug\s+ready\s+[0-9.]+ msg/s`), i, 30*time.Second)
 	out.wait(t, regexp.MustCompile(`\[dev-\d\] debug-quiet \{"quiet":true,"said":"tick"\}`), 0, 30*time.Second)
 	// The replicas' own logs, prefixed by identity.
