@@ -461,7 +461,9 @@ func (inst *instance) send(ctx context.Context, portName string, data any) any {
 	if d > inst.s.opts.MaxDepth {
 		return module.Permanent(fmt.Errorf("%s.%s: %w: %d hops", inst.name, portName, ErrDepth, d-1))
 	}
-	ctx = WithDepth(ctx, d)
+	// The targets ask utils.IsLeader of this replica: carry it once for
+	// every edge (free when ctx came from the sender's Handle).
+	ctx = WithDepth(leader.NewContext(ctx, inst.s.opts.Leader, inst.action), d)
 
 	switch len(edges) {
 	case 0:
