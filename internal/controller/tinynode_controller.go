@@ -112,13 +112,18 @@ func (r *TinyNodeReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("tinynode").
-		For(&v1alpha1.TinyNode{}, builder.WithPredicates(predicate.Or(ours, predicate.Funcs{
-			// A node that left this module must be removed here too.
+		// Only this module's nodes, and a node that has just left it (its
+		// instance must go). Every field is set: predicate.Funcs passes any
+		// event whose function is nil.
+		For(&v1alpha1.TinyNode{}, builder.WithPredicates(predicate.Funcs{
+			CreateFunc: func(e eventCreate) bool { return ours.Create(e) },
+			DeleteFunc: func(e eventDelete) bool { return ours.Delete(e) },
 			UpdateFunc: func(e eventUpdate) bool {
 				old, ok := e.ObjectOld.(*v1alpha1.TinyNode)
-				return ok && old.Spec.Module == module
+				return ours.Update(e) || ok && old.Spec.Module == module
 			},
-		}))).
+			GenericFunc: func(e eventGeneric) bool { return ours.Generic(e) },
+		})).
 		Watches(&v1alpha1.TinyNode{}, handler.EnqueueRequestsFromMapFunc(r.nodesPointingAt),
 			builder.WithPredicates(predicate.Funcs{
 				CreateFunc:  func(eventCreate) bool { return true },
@@ -167,7 +172,13 @@ func (r *TinyNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	isLeader := term.Confirm("node " + req.Name)
 	ctx = leader.WithTerm(ctx, term)
 
-	if !node.DeletionTimestamp.IsZero() || node.Spec.Module != r.Scheduler.Module().Name {
+	if node.Spec.Module != r.Scheduler.Module().Name {
+		// Another module's node (or one that left this module): its own
+		// module's leader keeps its finalizer and resources. Never touch them.
+		r.forget(node.Name)
+		return ctrl.Result{}, nil
+	}
+	if !node.DeletionTimestamp.IsZero() {
 		r.forget(node.Name)
 		if isLeader && controllerutil.ContainsFinalizer(node, NodeFinalizer) {
 			// What the node made through its _client port goes with it.

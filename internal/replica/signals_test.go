@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
+	"github.com/tinymod/tinymod/internal/controller"
 	"github.com/tinymod/tinymod/internal/controlplane/controlplanetest"
 	"github.com/tinymod/tinymod/internal/leader"
 	"github.com/tinymod/tinymod/internal/replica"
@@ -330,6 +331,33 @@ func TestFailedSignalsAreKeptForTheirTTL(t *testing.T) {
 		t.Error("no lastError")
 	}
 	h.waitSignalGone(s, 30*time.Second)
+}
+
+// TestOtherModulesFinalizersAreLeftAlone: alpha's leader never strips the
+// finalizer of beta's node (nor removes what it owns), even one of a component
+// alpha also hosts, created or deleted while beta is down.
+func TestOtherModulesFinalizersAreLeftAlone(t *testing.T) {
+	h := newHarness(t)
+	currentNS.Store(h.ns)
+	h.runModule("alpha", "alpha-0", h.env.UserConfig(t, "alpha-0"), false, &exposer{identity: "alpha-0"})
+	foreign := &v1alpha1.TinyNode{
+		ObjectMeta: metav1.ObjectMeta{Name: "b-exp", Namespace: h.ns, Finalizers: []string{controller.NodeFinalizer}},
+		Spec:       v1alpha1.TinyNodeSpec{Module: "beta", Component: "exposer"},
+	}
+	if err := h.c.Create(h.ctx, foreign); err != nil {
+		t.Fatal(err)
+	}
+	// Alpha has reconciled what came after: its own node runs.
+	h.node("a-rec", "alpha", "recorder")
+	h.waitReady("a-rec", metav1.ConditionTrue, controller.ReasonRunning)
+	if err := h.c.Delete(h.ctx, foreign); err != nil {
+		t.Fatal(err)
+	}
+	h.node("a-rec2", "alpha", "recorder")
+	h.waitReady("a-rec2", metav1.ConditionTrue, controller.ReasonRunning)
+	if f := h.get("b-exp").Finalizers; len(f) != 1 || f[0] != controller.NodeFinalizer {
+		t.Errorf("beta's node's finalizers after alpha saw it created and deleted: %v", f)
+	}
 }
 
 // boom is a component with a bug in every entry point, chosen by its settings.
