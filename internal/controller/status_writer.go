@@ -100,6 +100,20 @@ func (w *StatusWriter) Flush() {
 	}
 }
 
+// FlushWithin is Flush, giving up after timeout (a status callback that
+// blocks, an API server that does not answer): a graceful stop must release
+// the lease while it still holds it. It reports whether all was written.
+func (w *StatusWriter) FlushWithin(timeout time.Duration) bool {
+	done := make(chan struct{})
+	go func() { w.Flush(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
+}
+
 // cond returns the idle condition; the caller holds mu.
 func (w *StatusWriter) cond() *sync.Cond {
 	if w.idle == nil {

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -86,6 +87,8 @@ type TinySignalReconciler struct {
 	retry   retryPolicy
 	resync  chan event.GenericEvent
 	counter *prometheus.CounterVec
+
+	inflight atomic.Int32 // deliveries under way, for a graceful stop to wait on
 
 	mu        sync.Mutex
 	settled   map[types.UID]*settled  // signals whose delivery has ended here
@@ -199,6 +202,21 @@ func (r *TinySignalReconciler) oursNow(ctx context.Context, node string) (bool, 
 		return false, fmt.Errorf("read node %s: %w", node, err)
 	}
 	return n.Spec.Module == r.Scheduler.Module().Name, nil
+}
+
+// Drain waits, up to timeout, for deliveries under way to be settled: a
+// graceful stop calls it after leader-only work has stopped and before the
+// lease is released, so that a signal whose Handle returned is not handed to
+// the next leader again.
+func (r *TinySignalReconciler) Drain(timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for r.inflight.Load() > 0 {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
 }
 
 // Resync queues the nodes of every signal again: a new leader picks up
@@ -397,18 +415,24 @@ func (r *TinySignalReconciler) deliver(ctx context.Context, term *leader.Term, s
 	if !term.Confirm("signal delivery " + sig.Name) {
 		return 0, nil
 	}
-	result := r.attempt(ctx, attempted)
-	if ctx.Err() != nil {
-		return 0, nil // the term ended during the attempt: the next leader delivers it again
+	r.inflight.Add(1)
+	defer r.inflight.Add(-1)
+	result := r.attempt(ctx, term, attempted)
+	if !term.Valid() {
+		return 0, nil // the lease was lost during the attempt: the next leader delivers it again
 	}
+	// The outcome is written even when a graceful stop has begun (the
+	// term's context ended, the lease still held): under the term, which the
+	// fence checks, not under its context.
+	settleCtx := leader.WithTerm(context.Background(), term)
 	act, wait := r.retry.next(classify(result), attempted.Status.Attempts)
 	switch act {
 	case deleteSignal:
 		r.counter.WithLabelValues("delivered").Inc()
-		return 0, r.settle(ctx, attempted, r.settle1(sig.UID, &settled{}))
+		return 0, r.settle(settleCtx, attempted, r.settle1(sig.UID, &settled{}))
 	case failSignal:
 		r.counter.WithLabelValues("failed").Inc()
-		return 0, r.settle(ctx, attempted, r.settle1(sig.UID, &settled{failed: true, message: resultMessage(result)}))
+		return 0, r.settle(settleCtx, attempted, r.settle1(sig.UID, &settled{failed: true, message: resultMessage(result)}))
 	}
 	r.counter.WithLabelValues("retried").Inc()
 	r.mu.Lock()
@@ -477,23 +501,32 @@ func resultMessage(result any) string {
 
 // attempt hands the signal to the scheduler and waits for Handle to return or
 // for the acceptance window to pass.
-func (r *TinySignalReconciler) attempt(term context.Context, sig *v1alpha1.TinySignal) any {
+func (r *TinySignalReconciler) attempt(ctx context.Context, term *leader.Term, sig *v1alpha1.TinySignal) any {
 	var data any
 	if sig.Spec.Data != nil {
 		data = json.RawMessage(sig.Spec.Data.Raw)
 	}
 	msg := scheduler.Msg{To: sig.Spec.Node + "." + sig.Spec.Port, Data: data, ID: string(sig.UID)}
 	results := make(chan any, 1)
-	go func() { results <- r.Scheduler.Handle(term, msg) }()
+	go func() { results <- r.Scheduler.Handle(ctx, msg) }()
 	window := time.NewTimer(r.AcceptanceWindow)
 	defer window.Stop()
-	select {
-	case res := <-results:
-		return res
-	case <-window.C:
-		return nil // accepted: the handler runs on
-	case <-term.Done():
-		return term.Err()
+	ended := ctx.Done()
+	for {
+		select {
+		case res := <-results:
+			return res
+		case <-window.C:
+			return nil // accepted: the handler runs on
+		case <-ended:
+			if !term.Valid() {
+				return ctx.Err() // the lease is gone: the next leader delivers it again
+			}
+			// A graceful stop: leader-only work is over but the lease is
+			// still held, so a Handle that returns now is settled here
+			// rather than run again by the next leader.
+			ended = nil
+		}
 	}
 }
 

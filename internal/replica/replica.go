@@ -224,7 +224,15 @@ func Run(ctx context.Context, opts Options) error {
 				signals.Resync(term.Context())
 			},
 			OnStoppedLeading: func() { sched.LeadershipChanged() },
-			BeforeRelease:    func() { statusW.Flush() },
+			BeforeRelease: func() {
+				// Deliveries whose Handle is returning are settled under
+				// the lease, then the status writes they made are flushed.
+				budget := opts.Election.WithDefaults().RenewDeadline / 4
+				signals.Drain(budget)
+				if !statusW.FlushWithin(budget) {
+					log.Info("status writes still pending at release; the next leader renders them again")
+				}
+			},
 		})
 		if err != nil {
 			return fmt.Errorf("replica: %w", err)

@@ -48,6 +48,8 @@ func handlingOf(ns, id string) *handling {
 // Outcome is what a recorder's Handle returns for a message.
 type Outcome struct {
 	Fail string `json:"fail"` // "", "transient" or "permanent"
+	// WorkMs is how long Handle works, whatever its context says.
+	WorkMs int `json:"workMs"`
 }
 
 // recorder records each message it handles and returns as the message asks.
@@ -66,6 +68,7 @@ func (r *recorder) Handle(ctx context.Context, _ module.Handler, port string, ms
 	h.runs.Add(1)
 	h.leader.Store(utils.IsLeader(ctx))
 	h.identity.Store(r.identity)
+	time.Sleep(time.Duration(msg.(Outcome).WorkMs) * time.Millisecond)
 	switch msg.(Outcome).Fail {
 	case "transient":
 		return errors.New("not now")
@@ -357,6 +360,34 @@ func TestOtherModulesFinalizersAreLeftAlone(t *testing.T) {
 	h.waitReady("a-rec2", metav1.ConditionTrue, controller.ReasonRunning)
 	if f := h.get("b-exp").Finalizers; len(f) != 1 || f[0] != controller.NodeFinalizer {
 		t.Errorf("beta's node's finalizers after alpha saw it created and deleted: %v", f)
+	}
+}
+
+// TestGracefulStopSettlesTheDeliveryUnderWay: the leader stops gracefully
+// while a signal's Handle is finishing; the signal is settled by it, under the
+// lease it still holds, and the next leader does not run Handle again.
+func TestGracefulStopSettlesTheDeliveryUnderWay(t *testing.T) {
+	h := newHarness(t)
+	currentNS.Store(h.ns)
+	first := h.runModule(moduleName, "g-0", h.env.UserConfig(t, "g-0"), true)
+	if got := h.waitHolder(); got != "g-0" {
+		t.Fatalf("holder %s", got)
+	}
+	h.runModule(moduleName, "g-1", h.env.UserConfig(t, "g-1"), true)
+	h.node("rec", moduleName, "recorder")
+	h.waitReady("rec", metav1.ConditionTrue, controller.ReasonRunning)
+	s := h.press("slow", "rec", `{"workMs": 300}`)
+	run := handlingOf(h.ns, string(s.UID))
+	controlplanetest.Eventually(t, 30*time.Second, func() error {
+		if run.runs.Load() == 0 {
+			return errors.New("Handle has not started")
+		}
+		return nil
+	})
+	first.stop(t) // graceful: leader-only work ends, the lease is released
+	h.waitSignalGone(s, 30*time.Second)
+	if n := run.runs.Load(); n != 1 {
+		t.Errorf("Handle ran %d times, want 1: a graceful stop handed a finishing delivery to the next leader", n)
 	}
 }
 
