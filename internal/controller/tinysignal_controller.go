@@ -156,6 +156,16 @@ func (r *TinySignalReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			DeleteFunc:  func(eventDelete) bool { return false },
 			GenericFunc: func(eventGeneric) bool { return false },
 		})).
+		// A node that goes, whatever its module: its signals now belong to
+		// no module, and any leader fails them after the retry budget.
+		Watches(&v1alpha1.TinyNode{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()}}}
+		}), builder.WithPredicates(predicate.Funcs{
+			CreateFunc:  func(eventCreate) bool { return false },
+			UpdateFunc:  func(eventUpdate) bool { return false },
+			DeleteFunc:  func(eventDelete) bool { return true },
+			GenericFunc: func(eventGeneric) bool { return false },
+		})).
 		WatchesRawSource(source.Channel(r.resync, handler.EnqueueRequestsFromMapFunc(r.signalNode))).
 		WithOptions(controller.Options{
 			MaxConcurrentReconciles: r.MaxConcurrentDeliveries,

@@ -363,6 +363,26 @@ func TestOtherModulesFinalizersAreLeftAlone(t *testing.T) {
 	}
 }
 
+// TestSignalsOfADeletedNodeFail: a signal waits for beta, which is down; then
+// beta's node is deleted. The signal now targets no node, and alpha's leader
+// fails it after the retry budget rather than leave it stranded.
+func TestSignalsOfADeletedNodeFail(t *testing.T) {
+	h := newHarness(t)
+	currentNS.Store(h.ns)
+	h.runModule("alpha", "alpha-0", h.env.UserConfig(t, "alpha-0"), false)
+	h.node("b-rec", "beta", "recorder")
+	s := h.press("orphan", "b-rec", `{}`)
+	h.node("a-rec", "alpha", "recorder")
+	h.waitReady("a-rec", metav1.ConditionTrue, controller.ReasonRunning)
+	if err := h.c.Delete(h.ctx, h.get("b-rec")); err != nil {
+		t.Fatal(err)
+	}
+	failed := h.waitSignalFailed(s, 60*time.Second)
+	if failed.Status.Attempts < 8 {
+		t.Errorf("attempts %d, want the whole budget", failed.Status.Attempts)
+	}
+}
+
 // TestGracefulStopSettlesTheDeliveryUnderWay: the leader stops gracefully
 // while a signal's Handle is finishing; the signal is settled by it, under the
 // lease it still holds, and the next leader does not run Handle again.
