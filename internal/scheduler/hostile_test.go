@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -354,4 +355,50 @@ func counterValue(c prometheus.Counter) float64 {
 		return -1
 	}
 	return m.GetCounter().GetValue()
+}
+
+// counted counts its live instances: made by Instance, ended by Destroy.
+type counted struct {
+	name string
+	live *atomic.Int32
+}
+
+func (c *counted) GetInfo() module.ComponentInfo { return module.ComponentInfo{Name: c.name} }
+func (c *counted) Instance() module.Component {
+	c.live.Add(1)
+	return &counted{name: c.name, live: c.live}
+}
+func (c *counted) Ports() []module.Port                                    { return []module.Port{{Name: "in"}} }
+func (c *counted) Handle(context.Context, module.Handler, string, any) any { return nil }
+func (c *counted) Destroy()                                                { c.live.Add(-1) }
+
+// TestConcurrentUpdatesLeaveOneInstance: many callers switch a node to another
+// component at once (the controller and messages along edges both make
+// instances); exactly one instance of the node is left running.
+func TestConcurrentUpdatesLeaveOneInstance(t *testing.T) {
+	a, b := &atomic.Int32{}, &atomic.Int32{}
+	s, err := New(Options{Module: module.Info{Name: "m"}, Components: []module.Component{&counted{name: "a", live: a}, &counted{name: "b", live: b}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := 0; round < 50; round++ {
+		name := fmt.Sprintf("n%d", round)
+		s.Update(context.Background(), &v1alpha1.TinyNode{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.TinyNodeSpec{Module: "m", Component: "a"}})
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.Update(context.Background(), &v1alpha1.TinyNode{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.TinyNodeSpec{Module: "m", Component: "b"}})
+			}()
+		}
+		wg.Wait()
+	}
+	if a.Load() != 0 || b.Load() != 50 {
+		t.Fatalf("live instances: %d of a, %d of b; want 0 and 50 (one per node)", a.Load(), b.Load())
+	}
+	s.Stop()
+	if b.Load() != 0 {
+		t.Errorf("%d instances outlived Stop", b.Load())
+	}
 }

@@ -93,9 +93,15 @@ func (s *Scheduler) newInstance(name, componentName string, c module.Component) 
 }
 
 func (inst *instance) destroy() {
-	inst.cancel()
+	inst.discard()
 	inst.s.metrics.forget(inst.name)
 	inst.s.failures.forget(inst.name)
+}
+
+// discard ends the instance and its component, leaving the node's metrics and
+// health, which another instance of the node may be using.
+func (inst *instance) discard() {
+	inst.cancel()
 	if d, ok := inst.component.(module.Destroyer); ok {
 		if err := contain(d.Destroy); err != nil {
 			inst.s.panicked(inst.name, "Destroy", err)

@@ -213,33 +213,56 @@ func (s *Scheduler) Update(ctx context.Context, node *v1alpha1.TinyNode) []Probl
 			s.opts.Module.Name, node.Spec.Component, strings.Join(s.componentNames(), ", "))}}
 	}
 
-	s.mu.Lock()
-	inst := s.instances[node.Name]
-	if inst != nil && inst.componentName != node.Spec.Component {
-		delete(s.instances, node.Name)
-		s.mu.Unlock()
-		inst.destroy()
-		s.mu.Lock()
-		inst = nil
+	inst, problem := s.instanceFor(node.Name, node.Spec.Component, component)
+	if problem != nil {
+		return []Problem{*problem}
 	}
-	if inst == nil {
-		var c module.Component
-		if err := contain(func() { c = component.Instance() }); err != nil || c == nil {
-			s.mu.Unlock()
-			if err == nil {
-				err = errors.New("Instance returned nil")
-			}
-			s.panicked(node.Name, "Instance", err)
-			return []Problem{{Reason: ReasonComponentPanic, Message: fmt.Sprintf("component %s cannot make an instance: %v", node.Spec.Component, err)}}
-		}
-		inst = s.newInstance(node.Name, node.Spec.Component, c)
-		s.instances[node.Name] = inst
-	}
-	s.mu.Unlock()
-
 	problems := inst.update(node)
 	s.countInstances()
 	return problems
+}
+
+// instanceFor returns the node's instance of component, making one if there
+// is none (or one of another component). Component code (Instance, Ports,
+// Destroy) runs outside the scheduler's lock, so a component that blocks holds
+// up only its own node; an instance made meanwhile by another caller (a
+// message along an edge to a node not reconciled yet) wins, and the spare is
+// destroyed, so none is left running unseen.
+func (s *Scheduler) instanceFor(name, componentName string, component module.Component) (*instance, *Problem) {
+	for {
+		s.mu.Lock()
+		inst := s.instances[name]
+		if inst != nil && inst.componentName == componentName {
+			s.mu.Unlock()
+			return inst, nil
+		}
+		if inst != nil {
+			delete(s.instances, name)
+		}
+		s.mu.Unlock()
+		if inst != nil {
+			inst.destroy()
+		}
+
+		var c module.Component
+		if err := contain(func() { c = component.Instance() }); err != nil || c == nil {
+			if err == nil {
+				err = errors.New("Instance returned nil")
+			}
+			s.panicked(name, "Instance", err)
+			return nil, &Problem{Reason: ReasonComponentPanic, Message: fmt.Sprintf("component %s cannot make an instance: %v", componentName, err)}
+		}
+		fresh := s.newInstance(name, componentName, c)
+
+		s.mu.Lock()
+		if s.instances[name] == nil {
+			s.instances[name] = fresh
+			s.mu.Unlock()
+			return fresh, nil
+		}
+		s.mu.Unlock()
+		fresh.discard() // another caller got there first: use (or replace) theirs
+	}
 }
 
 func (s *Scheduler) countInstances() {
