@@ -413,7 +413,11 @@ func (r *TinySignalReconciler) deliver(ctx context.Context, term *leader.Term, s
 	if err := bounded(ctx, func(ctx context.Context) error { return r.Client.Status().Update(ctx, attempted) }); err != nil {
 		switch {
 		case apierrors.IsNotFound(err):
-			return 0, nil // deleted meanwhile
+			// Deleted meanwhile: remember it as settled, so that a cache
+			// that still shows it does not make this worker try again and
+			// again.
+			r.settle1(sig.UID, &settled{written: true})
+			return 0, nil
 		case apierrors.IsConflict(err):
 			// Written since the cache saw it (by this leader a moment ago, the
 			// cache lagging): the next pass reads it again. Attempts count

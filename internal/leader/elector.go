@@ -129,7 +129,7 @@ func (e *Elector) Current() *Term {
 // valid is a Term's check: the term is the current one and within validity.
 // A true answer for a named action is journaled; a term found past its
 // validity is ended at once, whatever the timers say.
-func (e *Elector) valid(number int64, action string, journal bool) bool {
+func (e *Elector) valid(t *Term, action string, journal bool) bool {
 	j := e.opts.Journal
 	if !journal {
 		j = nil
@@ -140,7 +140,7 @@ func (e *Elector) valid(number int64, action string, journal bool) bool {
 	}
 	e.mu.Lock()
 	now := e.opts.Clock.Now()
-	current := e.leading && e.termNo == number
+	current := e.leading && e.term == t
 	ok := current && IsValid(e.validUntil, now)
 	until := e.validUntil
 	e.mu.Unlock()
@@ -150,7 +150,7 @@ func (e *Elector) valid(number int64, action string, journal bool) bool {
 	if ok && j != nil {
 		checked := MonotonicNow()
 		// validUntil is on the elector's clock: carry it over as an offset.
-		j.record(Claim{Identity: e.opts.Identity, Term: int32(number), Action: action,
+		j.record(Claim{Identity: e.opts.Identity, Term: int32(t.number), Action: action,
 			Start: int64(start), Checked: int64(checked), Until: int64(checked + until - now)})
 	}
 	return ok
@@ -383,7 +383,11 @@ func (e *Elector) startTerm(lease *coordinationv1.Lease, sent time.Duration) {
 	e.leading = true
 	e.stepping = false
 	ctx, cancel := context.WithCancel(context.Background())
-	e.term = NewTerm(number, ctx, func(action string, journal bool) bool { return e.valid(number, action, journal) })
+	// A term is checked by identity, not by number alone: a Lease deleted
+	// and made again starts its count over, and a term never comes back.
+	var t *Term
+	t = NewTerm(number, ctx, func(action string, journal bool) bool { return e.valid(t, action, journal) })
+	e.term = t
 	e.endTerm = cancel
 	term := e.term
 	waited := sent - e.acquirable
@@ -422,7 +426,8 @@ func (e *Elector) checkValidity() {
 // endLeadership ends the term; it is a no-op when not leading.
 func (e *Elector) endLeadership(why string) {
 	e.mu.Lock()
-	if !e.leading {
+	if !e.leading || e.stepping {
+		// Not leading, or stepping down: resign ends the term, once.
 		e.mu.Unlock()
 		return
 	}

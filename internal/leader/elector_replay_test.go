@@ -185,3 +185,28 @@ func TestEveryAcquisitionIsANewTerm(t *testing.T) {
 }
 
 func (t *Term) transitions() int32 { return int32(t.Number()) }
+
+// TestATermNeverComesBack: the Lease is deleted and made again by the same
+// replica, so its transition count starts over and the new term has the old
+// one's number; the old term stays invalid.
+func TestATermNeverComesBack(t *testing.T) {
+	r := newReplay()
+	var clock fakeClock
+	clock.Advance(time.Hour)
+	e, first := startReplay(t, r, &clock)
+	if err := r.cs.Tracker().Delete(coordinationv1.SchemeGroupVersion.WithResource("leases"), "ns", "l"); err != nil {
+		t.Fatal(err)
+	}
+	r.watcher.Delete(lease("a", "999", 0))
+	waitFor(t, "a second term", func() bool {
+		next := e.Current()
+		return next != nil && next != first
+	})
+	second := e.Current()
+	if second.Number() != first.Number() {
+		t.Logf("numbers %d and %d: the scenario needs them equal", first.Number(), second.Number())
+	}
+	if first.Valid() {
+		t.Error("the first term is valid again in the second")
+	}
+}

@@ -57,7 +57,17 @@ func (f *failures) record(node, edge string, err error, panicked bool, now time.
 		h.Errors++
 	}
 	h.LastError, h.LastErrorAt = err.Error(), now
-	key := node + "|" + edge
+	return f.limitLocked(node+"|"+edge, now)
+}
+
+// limit says whether to log a line for key now, and how many were left out.
+func (f *failures) limit(key string, now time.Time) (log bool, suppressed int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.limitLocked(key, now)
+}
+
+func (f *failures) limitLocked(key string, now time.Time) (log bool, suppressed int) {
 	w := f.logged[key]
 	if w == nil {
 		f.logged[key] = &logWindow{last: now}
@@ -122,6 +132,16 @@ func (s *Scheduler) failed(node, edge, from string, err error) {
 		kv = append(kv, "suppressed", suppressed)
 	}
 	s.opts.Log.Error(err, "delivery failed", kv...)
+}
+
+// failedUnknown records a delivery to a node this replica does not run: it
+// is counted and logged, at most once a period, but kept under no node's
+// name, so that names from outside cannot grow what the replica keeps.
+func (s *Scheduler) failedUnknown(err error) {
+	s.metrics.failures.WithLabelValues(s.opts.Module.Name).Inc()
+	if log, suppressed := s.failures.limit("|unknown node", time.Now()); log {
+		s.opts.Log.Error(err, "delivery failed", "suppressed", suppressed)
+	}
 }
 
 // panicked records a panic recovered from node's component code at entry.

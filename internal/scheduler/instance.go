@@ -36,9 +36,10 @@ type instance struct {
 
 	// termCtx is ctx also ended by the leadership term termOf; one per term,
 	// so that system deliveries do not each hang a new child on ctx.
-	termMu  sync.Mutex
-	termOf  *leader.Term
-	termCtx context.Context
+	termMu   sync.Mutex
+	termOf   *leader.Term
+	termCtx  context.Context
+	termStop func() bool // unhooks termCtx from termOf's context
 
 	// refresh re-reads the component's ports off the caller's goroutine
 	// (see refreshSoon).
@@ -102,6 +103,11 @@ func (inst *instance) destroy() {
 // health, which another instance of the node may be using.
 func (inst *instance) discard() {
 	inst.cancel()
+	inst.termMu.Lock()
+	if inst.termStop != nil {
+		inst.termStop() // a long term must not keep hooks of destroyed instances
+	}
+	inst.termMu.Unlock()
 	if d, ok := inst.component.(module.Destroyer); ok {
 		if err := contain(d.Destroy); err != nil {
 			inst.s.panicked(inst.name, "Destroy", err)
@@ -324,8 +330,11 @@ func (inst *instance) systemContext() context.Context {
 	inst.termMu.Lock()
 	defer inst.termMu.Unlock()
 	if inst.termOf != term {
+		if inst.termStop != nil {
+			inst.termStop() // the last term's hook goes with it
+		}
 		ctx, cancel := context.WithCancel(inst.ctx)
-		context.AfterFunc(term.Context(), cancel)
+		inst.termStop = context.AfterFunc(term.Context(), cancel)
 		inst.termOf, inst.termCtx = term, ctx
 	}
 	return inst.termCtx

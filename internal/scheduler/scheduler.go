@@ -309,8 +309,10 @@ func (s *Scheduler) Handle(ctx context.Context, msg Msg) any {
 	}
 	inst := s.instance(nodeName)
 	if inst == nil {
+		// Not kept per node (the name comes from outside and may be
+		// anything): counted, and logged under one key.
 		err := module.Permanent(fmt.Errorf("%w: %s in module %s", ErrNoNode, nodeName, s.opts.Module.Name))
-		s.failed(nodeName, "port "+port, msg.From, err)
+		s.failedUnknown(err)
 		return err
 	}
 	if msg.ID != "" {
