@@ -1,8 +1,19 @@
 package controller
 
 import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+
+	"github.com/tinymod/tinymod/api/v1alpha1"
+	"github.com/tinymod/tinymod/internal/leader"
 )
 
 type clientObject = client.Object
@@ -13,3 +24,36 @@ type (
 	eventDelete  = event.TypedDeleteEvent[clientObject]
 	eventGeneric = event.TypedGenericEvent[clientObject]
 )
+
+// recordSurely writes a Warning Event about node, trying again while the API
+// server fails (up to five times, from half a second to four), for as long as
+// term is valid. The Event recorder drops an Event that the API server
+// refuses once; a panic's Event is a promise (docs/guarantees.md).
+func recordSurely(c client.Client, term *leader.Term, node *v1alpha1.TinyNode, reason, controller, instance, note string) {
+	ev := &eventsv1.Event{
+		// Named as the Event recorder names them: the same name on every
+		// try, so a create whose answer was lost is not written twice.
+		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", node.Name, time.Now().UnixNano()), Namespace: node.Namespace},
+		EventTime:  metav1.NowMicro(),
+		Regarding: corev1.ObjectReference{APIVersion: v1alpha1.GroupVersion.String(), Kind: "TinyNode",
+			Namespace: node.Namespace, Name: node.Name, UID: node.UID},
+		Reason: reason, Action: "Run", Note: note, Type: corev1.EventTypeWarning,
+		ReportingController: controller, ReportingInstance: instance,
+	}
+	if len(ev.Note) > 1024 {
+		ev.Note = ev.Note[:1021] + "..."
+	}
+	go func() {
+		wait := 500 * time.Millisecond
+		for try := 0; try < 5 && term.Valid(); try++ {
+			ctx, cancel := context.WithTimeout(leader.WithTerm(context.Background(), term), 10*time.Second)
+			err := c.Create(ctx, ev.DeepCopy())
+			cancel()
+			if err == nil || apierrors.IsAlreadyExists(err) || apierrors.IsInvalid(err) || apierrors.IsForbidden(err) {
+				return
+			}
+			time.Sleep(wait)
+			wait *= 2
+		}
+	}()
+}

@@ -51,6 +51,9 @@ type TinyNodeReconciler struct {
 	Status *StatusWriter
 	// Recorder records Events on the leader; nil records none.
 	Recorder events.EventRecorder
+	// Identity of this replica, the reporting instance of the Events it
+	// writes itself.
+	Identity string
 	// Namespace of the module.
 	Namespace string
 	// Cleanup, if set, removes the cluster resources a deleted node made
@@ -278,11 +281,12 @@ func (r *TinyNodeReconciler) Panicked(name string, err error) {
 	}
 	r.panics[name] = p
 	r.mu.Unlock()
-	if !r.Leader.Current().Confirm("node " + name) {
+	term := r.Leader.Current()
+	if !term.Confirm("node " + name) {
 		return
 	}
 	if event && found {
-		r.Recorder.Eventf(node, nil, corev1.EventTypeWarning, "ComponentPanic", "Run", "%s", p.message)
+		recordSurely(r.Client, term, node, "ComponentPanic", "tinymod/"+r.Scheduler.Module().Name, r.Identity, p.message)
 	}
 	if r.Status != nil {
 		r.Status.Refresh(name)

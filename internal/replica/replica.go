@@ -254,6 +254,7 @@ func Run(ctx context.Context, opts Options) error {
 		Client:    mgr.GetClient(),
 		Leader:    status,
 		Recorder:  mgr.GetEventRecorder("tinymod/" + opts.Module.Name),
+		Identity:  opts.Identity,
 		Namespace: opts.Namespace,
 		Cleanup: func(ctx context.Context, node string) error {
 			return resources.Cleanup(ctx, mgr.GetClient(), mgr.GetAPIReader(), opts.Namespace, node)

@@ -454,7 +454,18 @@ func (b *boom) Handle(ctx context.Context, output module.Handler, port string, m
 func TestComponentBugsDoNotTakeTheReplicaDown(t *testing.T) {
 	h := newHarness(t)
 	currentNS.Store(h.ns)
-	r := h.runModule("buggy", "buggy-0", h.env.UserConfig(t, "buggy-0"), false, &boom{})
+	// The API server refuses the first Event: the panic's Event must still
+	// be written.
+	f := &faults{}
+	refused := f.add(http.MethodPost, "/events", "ComponentPanic", 1000)
+	cfg := rest.CopyConfig(h.env.UserConfig(t, "buggy-0"))
+	cfg.Wrap(f.wrap)
+	r := h.runModule("buggy", "buggy-0", cfg, false, &boom{})
+	defer func() {
+		if f.count(refused) == 0 {
+			t.Error("no Event was refused: the test proves nothing about retries")
+		}
+	}()
 	h.node("rec", "buggy", "recorder")
 	for i, where := range []string{"handle", "status", "ports"} {
 		name := "boom-" + where
