@@ -82,17 +82,7 @@ func TestControlPlaneCommand(t *testing.T) {
 		}
 		use(c)
 
-		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("exit after SIGTERM: %v", err)
-			}
-		case <-time.After(45 * time.Second):
-			t.Fatal("still running 45s after SIGTERM")
-		}
+		stopAndWait(t, cmd, exited, syscall.SIGTERM, 45*time.Second)
 		for _, pid := range children {
 			if alive(pid) {
 				t.Errorf("process %d (%s) outlived tinymod controlplane", pid, cmdline(pid))

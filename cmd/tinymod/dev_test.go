@@ -115,17 +115,7 @@ func TestDevShowsFlowAndFailover(t *testing.T) {
 	if len(children) < 5 {
 		t.Errorf("want 3 replicas, etcd and kube-apiserver as children, got %d", len(children))
 	}
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Errorf("exit after Ctrl-C: %v", err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("still running 60s after Ctrl-C")
-	}
+	stopAndWait(t, cmd, exited, syscall.SIGINT, 60*time.Second)
 	for _, pid := range children {
 		if alive(pid) {
 			t.Errorf("process %d (%s) outlived tinymod dev", pid, cmdline(pid))
@@ -145,5 +135,22 @@ func waitChildren(t *testing.T, pid, n int, limit time.Duration) []int {
 			return children
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// stopAndWait sends sig to cmd and fails the test unless it exits cleanly
+// (exited carries cmd.Wait's result) within limit.
+func stopAndWait(t *testing.T, cmd *exec.Cmd, exited <-chan error, sig syscall.Signal, limit time.Duration) {
+	t.Helper()
+	if err := cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("exit after %s: %v", sig, err)
+		}
+	case <-time.After(limit):
+		t.Fatalf("still running %s after %s", limit, sig)
 	}
 }

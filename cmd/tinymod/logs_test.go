@@ -129,17 +129,7 @@ func TestRunLogsEachKeyOnce(t *testing.T) {
 		return fmt.Errorf("signal %s not delivered yet (%v)", sig.Name, err)
 	})
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Errorf("exit after SIGTERM: %v", err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("still running 60s after SIGTERM")
-	}
+	stopAndWait(t, cmd, exited, syscall.SIGTERM, 60*time.Second)
 
 	out.mu.Lock()
 	lines := out.lines

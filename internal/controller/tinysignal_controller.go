@@ -131,7 +131,7 @@ func (r *TinySignalReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	// The index needs the API server's discovery, which may fail a request
 	// or two at start-up: try again for a while rather than stop.
-	err = retryStartup(context.Background(), func() error {
+	err = RetryStartup(context.Background(), func() error {
 		return mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.TinySignal{}, signalNodeIndex,
 			func(o client.Object) []string { return []string{o.(*v1alpha1.TinySignal).Spec.Node} })
 	})
@@ -581,10 +581,10 @@ func (r *TinySignalReconciler) fail(ctx context.Context, sig *v1alpha1.TinySigna
 	return nil
 }
 
-// retryStartup runs f until it succeeds, for up to about a minute, backing
+// RetryStartup runs f until it succeeds, for up to about a minute, backing
 // off from 100 ms to 5 s: start-up steps that an API server's passing failure
 // must not turn into a replica that exits.
-func retryStartup(ctx context.Context, f func() error) error {
+func RetryStartup(ctx context.Context, f func() error) error {
 	wait := 100 * time.Millisecond
 	for deadline := time.Now().Add(time.Minute); ; {
 		err := f()
@@ -595,9 +595,6 @@ func retryStartup(ctx context.Context, f func() error) error {
 		wait = min(2*wait, 5*time.Second)
 	}
 }
-
-// RetryStartup is retryStartup for the replica's own start-up steps.
-func RetryStartup(ctx context.Context, f func() error) error { return retryStartup(ctx, f) }
 
 // requestTimeout bounds one API request of signal delivery: a request that
 // hangs must not hold its node's signals until the term ends.

@@ -411,7 +411,9 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	stopRun()
 	<-watched
-	statusW.Flush()
+	// A callback that blocks must not hold the stop up: bounded, like the
+	// flush before the lease was released.
+	statusW.FlushWithin(opts.Election.WithDefaults().RenewDeadline / 4)
 	stopMember()
 	<-memberDone
 	if grpcServer != nil {

@@ -3,7 +3,6 @@ package scheduler
 import (
 	"fmt"
 	"runtime/debug"
-	"sort"
 	"sync"
 	"time"
 )
@@ -105,16 +104,6 @@ func (f *failures) snapshot() map[string]NodeHealth {
 // Health returns what this replica has seen go wrong, by node; nodes with
 // nothing wrong are left out.
 func (s *Scheduler) Health() map[string]NodeHealth { return s.failures.snapshot() }
-
-// HealthNames returns the names of the nodes in h, sorted.
-func HealthNames(h map[string]NodeHealth) []string {
-	names := make([]string, 0, len(h))
-	for n := range h {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
 
 // failed records a failed delivery of node along edge (or at a port) and logs
 // it, rate-limited per node and edge.

@@ -263,6 +263,13 @@ func (e *Env) AllWrites(t testing.TB, ns string) []AuditEvent {
 // with cond's last error once limit has passed.
 func Eventually(t testing.TB, limit time.Duration, cond func() error) {
 	t.Helper()
+	EventuallyEvery(t, limit, 20*time.Millisecond, cond)
+}
+
+// EventuallyEvery is Eventually, polling every interval: for conditions that
+// cost the machine something to check.
+func EventuallyEvery(t testing.TB, limit, interval time.Duration, cond func() error) {
+	t.Helper()
 	deadline := time.Now().Add(limit)
 	for {
 		err := cond()
@@ -272,7 +279,7 @@ func Eventually(t testing.TB, limit time.Duration, cond func() error) {
 		if time.Now().After(deadline) {
 			t.Fatalf("not within %s: %v", limit, err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(interval)
 	}
 }
 

@@ -274,17 +274,7 @@ func (f *fleet) waitLeader(limit time.Duration, not ...*proc) *proc {
 // in its conditions: 100 ms leaves the machine to the replicas.
 func poll(t *testing.T, limit time.Duration, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %v", limit, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	controlplanetest.EventuallyEvery(t, limit, 100*time.Millisecond, cond)
 }
 
 // wait is poll that fails the test without ending it: what follows still
