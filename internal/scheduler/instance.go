@@ -47,6 +47,11 @@ type instance struct {
 	refreshRunning bool
 	refreshPending bool
 
+	// started is closed once the first update has delivered the node's
+	// settings and _reconcile; messages wait for it (see awaitStart).
+	started   chan struct{}
+	startOnce sync.Once
+
 	// updateMu serialises update so settings are delivered in order.
 	updateMu sync.Mutex
 	settings []byte // canonical JSON of the settings last delivered
@@ -85,6 +90,7 @@ func (s *Scheduler) newInstance(name, componentName string, c module.Component) 
 	inst := &instance{
 		s: s, name: name, componentName: componentName, component: c, action: "node " + name,
 		ctx: ctx, cancel: cancel, log: log,
+		started:  make(chan struct{}),
 		edges:    map[string][]*edge{},
 		mappings: map[mappingKey]*compiledMapping{},
 	}
@@ -103,6 +109,7 @@ func (inst *instance) destroy() {
 // health, which another instance of the node may be using.
 func (inst *instance) discard() {
 	inst.cancel()
+	inst.markStarted() // nobody waits on an instance that is gone
 	inst.termMu.Lock()
 	if inst.termStop != nil {
 		inst.termStop() // a long term must not keep hooks of destroyed instances
@@ -128,6 +135,14 @@ func (inst *instance) update(node *v1alpha1.TinyNode) []Problem {
 	if prev != nil && prev.UID == node.UID && node.Generation < prev.Generation {
 		return nil
 	}
+	// What the component sends while it takes its first settings and
+	// _reconcile may come back to it along a cycle: that must not wait for
+	// the start it is part of.
+	sys := inst.systemContext()
+	if prev == nil {
+		sys = context.WithValue(sys, startingKey{inst}, true)
+		defer inst.markStarted()
+	}
 
 	// Wire first, so a component that acts on its settings (sending on an
 	// output) finds its edges; then deliver the settings; if they changed the
@@ -138,7 +153,7 @@ func (inst *instance) update(node *v1alpha1.TinyNode) []Problem {
 	// before its first settings.
 	if !inst.client && inst.s.opts.Resources != nil && inst.portLocked(v1alpha1.ClientPort) != nil {
 		inst.client = true
-		inst.deliverSystem(v1alpha1.ClientPort, inst.s.opts.Resources(inst.name))
+		inst.handle(sys, inst.portLocked(v1alpha1.ClientPort), "", v1alpha1.ClientPort, inst.s.opts.Resources(inst.name))
 	}
 	var settingsRaw []byte
 	for _, pc := range node.Spec.Ports {
@@ -146,7 +161,7 @@ func (inst *instance) update(node *v1alpha1.TinyNode) []Problem {
 			settingsRaw = pc.Configuration.Raw
 		}
 	}
-	settingsProblem, changed := inst.settingsLocked(settingsRaw)
+	settingsProblem, changed := inst.settingsLocked(sys, settingsRaw)
 	if changed {
 		inst.refreshPorts()
 		edgeProblems = inst.wire(node, mappings)
@@ -156,7 +171,7 @@ func (inst *instance) update(node *v1alpha1.TinyNode) []Problem {
 	if settingsProblem != nil {
 		problems = append(problems, *settingsProblem)
 	}
-	if res := inst.deliverSystem(v1alpha1.ReconcilePort, node.DeepCopy()); res != nil {
+	if res := inst.handle(sys, inst.portLocked(v1alpha1.ReconcilePort), "", v1alpha1.ReconcilePort, node.DeepCopy()); res != nil {
 		if err, ok := res.(error); ok {
 			inst.s.opts.Log.Error(err, "reconcile failed", "node", inst.name)
 		}
@@ -221,7 +236,7 @@ func compileMappings(node *v1alpha1.TinyNode) (map[mappingKey]*compiledMapping, 
 
 // settingsLocked decodes and validates the settings and delivers them if they
 // changed, reporting whether it delivered. The caller holds updateMu.
-func (inst *instance) settingsLocked(raw []byte) (*Problem, bool) {
+func (inst *instance) settingsLocked(sys context.Context, raw []byte) (*Problem, bool) {
 	p := inst.portLocked(v1alpha1.SettingsPort)
 	if p == nil {
 		return nil, false // the component takes no settings
@@ -249,7 +264,7 @@ func (inst *instance) settingsLocked(raw []byte) (*Problem, bool) {
 	if inst.settings != nil && bytes.Equal(canonical, inst.settings) {
 		return nil, false
 	}
-	if res := inst.deliverSystem(v1alpha1.SettingsPort, value); res != nil {
+	if res := inst.handle(sys, p, "", v1alpha1.SettingsPort, value); res != nil {
 		if err, ok := res.(error); ok {
 			return &Problem{Reason: ReasonSettingsRejected, Message: fmt.Sprintf("the component rejected its settings: %v", err)}, false
 		}
@@ -346,9 +361,54 @@ func (inst *instance) portLocked(name string) *port {
 	return inst.ports[name]
 }
 
+// StartWait bounds how long a message waits for its node's first settings and
+// _reconcile to be delivered (a component that blocks in them, or a message
+// that comes back along a cycle through another module, must not hold the
+// message for ever). Past it, the message is delivered anyway.
+const StartWait = 5 * time.Second
+
+// startingKey marks the context of an instance's first update, so that what
+// the component sends from it and comes back to it does not wait for it.
+type startingKey struct{ inst *instance }
+
+func (inst *instance) markStarted() { inst.startOnce.Do(func() { close(inst.started) }) }
+
+// awaitStart holds a message until the node has had its first settings and
+// _reconcile: a node made by a message along an edge, or racing its first
+// reconcile, sees its own spec before any message. It returns ctx's error if
+// the message's context ends first.
+func (inst *instance) awaitStart(ctx context.Context) error {
+	select {
+	case <-inst.started:
+		return nil
+	default:
+	}
+	if ctx.Value(startingKey{inst}) != nil {
+		return nil
+	}
+	t := time.NewTimer(StartWait)
+	defer t.Stop()
+	select {
+	case <-inst.started:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		inst.log.Info("delivering a message before the node's first settings and _reconcile ended", "waited", StartWait)
+	}
+	return nil
+}
+
 // receive decodes a message arriving at one of this node's ports (through the
 // mapping of the edge it came along, if there is one) and handles it.
 func (inst *instance) receive(ctx context.Context, from, portName string, data any) any {
+	// Its ports, too, may follow its first settings (a router's routes).
+	if !isSystemPort(portName) {
+		if err := inst.awaitStart(ctx); err != nil {
+			err = fmt.Errorf("message for %s.%s: waiting for the node to start: %w", inst.name, portName, err)
+			inst.s.failed(inst.name, edgeOrPort(from, portName), from, err)
+			return err
+		}
+	}
 	inst.mu.RLock()
 	p := inst.ports[portName]
 	var m *compiledMapping
