@@ -113,11 +113,7 @@ func compileString(s string) (node, error) {
 	trimmed := strings.TrimSpace(s)
 	if strings.HasPrefix(trimmed, open) && strings.HasSuffix(trimmed, close) &&
 		strings.Count(trimmed, open) == 1 && strings.Count(trimmed, close) == 1 {
-		p, err := compileExpr(trimmed[len(open) : len(trimmed)-len(close)])
-		if err != nil {
-			return nil, err
-		}
-		return exprNode{p}, nil
+		return compileExpr(trimmed[len(open) : len(trimmed)-len(close)])
 	}
 	var parts []node
 	rest := s
@@ -136,26 +132,32 @@ func compileString(s string) (node, error) {
 		if i > 0 {
 			parts = append(parts, literalNode{rest[:i]})
 		}
-		p, err := compileExpr(rest[i+len(open) : i+j])
+		e, err := compileExpr(rest[i+len(open) : i+j])
 		if err != nil {
 			return nil, err
 		}
-		parts = append(parts, exprNode{p})
+		parts = append(parts, e)
 		rest = rest[i+j+len(close):]
 	}
 	return interpolationNode{parts}, nil
 }
 
-func compileExpr(src string) (*vm.Program, error) {
-	p, err := expr.Compile(strings.TrimSpace(src),
+func compileExpr(src string) (exprNode, error) {
+	src = strings.TrimSpace(src)
+	rewritten, queries, err := rewriteQueries(src)
+	if err != nil {
+		return exprNode{}, fmt.Errorf("expression %q: %w", src, err)
+	}
+	opts := append([]expr.Option{
 		expr.AllowUndefinedVariables(),
 		expr.MaxNodes(maxNodes),
 		expr.Patch(optionalMembers{}),
-	)
+	}, baseOptions...)
+	p, err := expr.Compile(rewritten, append(opts, queries...)...)
 	if err != nil {
-		return nil, fmt.Errorf("expression %q: %w", strings.TrimSpace(src), err)
+		return exprNode{}, fmt.Errorf("expression %q: %w", src, err)
 	}
-	return p, nil
+	return exprNode{p: p, src: src}, nil
 }
 
 // optionalMembers turns every a.b into a?.b, so that a missing path is null
@@ -175,12 +177,15 @@ type literalNode struct{ v any }
 
 func (n literalNode) eval(map[string]any) (any, error) { return n.v, nil }
 
-type exprNode struct{ p *vm.Program }
+type exprNode struct {
+	p   *vm.Program
+	src string // as written, before JSONPath queries are rewritten
+}
 
 func (n exprNode) eval(env map[string]any) (any, error) {
 	out, err := expr.Run(n.p, env)
 	if err != nil {
-		return nil, fmt.Errorf("expression %q: %w", n.p.Source().String(), err)
+		return nil, fmt.Errorf("expression %q: %w", n.src, err)
 	}
 	return normalize(out), nil
 }
@@ -268,11 +273,11 @@ type Expr struct{ n exprNode }
 
 // CompileExpr compiles src, an expression without the {{ }}, as in a template.
 func CompileExpr(src string) (*Expr, error) {
-	p, err := compileExpr(src)
+	n, err := compileExpr(src)
 	if err != nil {
 		return nil, err
 	}
-	return &Expr{n: exprNode{p}}, nil
+	return &Expr{n: n}, nil
 }
 
 // Eval evaluates the expression against msg, a value in JSON form.

@@ -2,6 +2,7 @@ package mapping
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -111,4 +112,30 @@ func FuzzCompileEval(f *testing.F) {
 			t.Fatalf("result of %s is not JSON: %v", template, err)
 		}
 	})
+}
+
+func TestAddStringAndNumberFails(t *testing.T) {
+	msg := map[string]any{"s": "text", "d": "30m", "n": 2.0, "items": []any{map[string]any{"n": 1.0}, map[string]any{"n": 2.0}}}
+	for _, src := range []string{`"a" + 1`, `1 + "a"`, `$.s + $.n`, `$.n + $.s`, `$.n + '1h'`, `$.s + 1`, `$..n + 'x'`} {
+		e, err := CompileExpr(src)
+		if err == nil {
+			var got any
+			if got, err = e.Eval(msg); err == nil {
+				t.Errorf("%s gave %#v", src, got)
+				continue
+			}
+		}
+		if !strings.Contains(err.Error(), fmt.Sprintf("expression %q", src)) || !strings.Contains(err.Error(), "+") {
+			t.Errorf("%s: error does not name the expression and the operation: %v", src, err)
+		}
+	}
+	for src, want := range map[string]any{`$.s + $.d`: "text30m", `$.n + 1`: 3.0, `$.items[0].n + $.n`: 3.0, `$.s + '!'`: "text!"} {
+		e, err := CompileExpr(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := e.Eval(msg); err != nil || got != want {
+			t.Errorf("%s = %#v, %v; want %#v", src, got, err, want)
+		}
+	}
 }
