@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strings"
 
 	"github.com/invopop/jsonschema"
 	validator "github.com/santhosh-tekuri/jsonschema/v6"
@@ -21,9 +22,53 @@ var english = message.NewPrinter(language.English)
 // enum=a,enum=b,required,default=..."` adds the rest. A field is required
 // only when tagged so, since a missing field takes its default. A nil v has the
 // empty schema, which accepts anything.
+//
+// A type written for the TinySystems SDK (plain tags such as `title:"..."
+// required:"true"`, or swaggest's Exposer and Preparer hooks) is reflected as
+// the SDK reflects it; see Describe.
 func For(v any) (json.RawMessage, error) {
+	d, err := Describe(v)
+	return d.Schema, err
+}
+
+// Description is a port's JSON Schema and what had to be left out of it.
+type Description struct {
+	Schema json.RawMessage
+	// Contradictions list where the port's value breaks its own schema; when
+	// there are any, the value is not published as the schema's default.
+	Contradictions []string
+}
+
+// Describe returns the JSON Schema of v's type with v as its default, like
+// For, and says why the default was left out if it was. A type that uses the
+// SDK's plain tags or swaggest's hooks anywhere in it is reflected by
+// swaggest's reflector, as the SDK does, with every definition inline and the
+// SDK's keywords (configurable, shared, enumTitles, propertyOrder, ...) kept;
+// any other type by invopop's. The published default never breaks the schema:
+// a required property that encoding left out (omitempty) is written into it
+// with its zero value, and a default that still breaks the schema is left out.
+func Describe(v any) (Description, error) {
 	if v == nil {
-		return json.RawMessage(`{}`), nil
+		return Description{Schema: json.RawMessage(`{}`)}, nil
+	}
+	var def json.RawMessage
+	if raw, err := json.Marshal(v); err == nil && !bytes.Equal(raw, []byte("null")) {
+		def = raw
+	}
+	if sdkStyle(reflect.TypeOf(v)) {
+		s, err := reflectSDK(v)
+		if err != nil {
+			return Description{}, fmt.Errorf("schema of %T: %w", v, err)
+		}
+		return publish(v, def, func(def json.RawMessage, comment string) ([]byte, error) {
+			if def != nil {
+				s.WithDefault(def)
+			}
+			if comment != "" {
+				s.WithComment(comment)
+			}
+			return json.Marshal(s)
+		})
 	}
 	r := &jsonschema.Reflector{
 		DoNotReference:             true,
@@ -34,14 +79,40 @@ func For(v any) (json.RawMessage, error) {
 	}
 	s := r.ReflectFromType(reflect.TypeOf(v))
 	s.Version = ""
-	if def, err := json.Marshal(v); err == nil && !bytes.Equal(def, []byte("null")) {
-		s.Default = json.RawMessage(def)
-	}
-	out, err := json.Marshal(s)
+	return publish(v, def, func(def json.RawMessage, comment string) ([]byte, error) {
+		if def != nil {
+			s.Default = def
+		}
+		s.Comments = comment
+		return json.Marshal(s)
+	})
+}
+
+// publish renders a schema through render, with def as its default once def
+// is made to agree with it, or without a default, and with a comment, if not.
+func publish(v any, def json.RawMessage, render func(def json.RawMessage, comment string) ([]byte, error)) (Description, error) {
+	bare, err := render(nil, "")
 	if err != nil {
-		return nil, fmt.Errorf("schema of %T: %w", v, err)
+		return Description{}, fmt.Errorf("schema of %T: %w", v, err)
 	}
-	return out, nil
+	d := Description{Schema: bare}
+	if def == nil {
+		return d, nil
+	}
+	settled, contradictions, err := settleDefault(bare, def)
+	if err != nil {
+		return Description{}, fmt.Errorf("schema of %T: %w", v, err)
+	}
+	comment := ""
+	if len(contradictions) > 0 {
+		settled = nil
+		comment = "default left out, it breaks this schema: " + strings.Join(contradictions, "; ")
+	}
+	out, err := render(settled, comment)
+	if err != nil {
+		return Description{}, fmt.Errorf("schema of %T: %w", v, err)
+	}
+	return Description{Schema: out, Contradictions: contradictions}, nil
 }
 
 // Validator checks JSON values against one schema.
@@ -74,7 +145,7 @@ func (v *Validator) Validate(data []byte) error {
 	}
 	if err := v.s.Validate(doc); err != nil {
 		if ve, ok := err.(*validator.ValidationError); ok {
-			return fmt.Errorf("%s", flatten(ve))
+			return fmt.Errorf("%s", strings.Join(flatten(ve), "; "))
 		}
 		return err
 	}
@@ -82,14 +153,11 @@ func (v *Validator) Validate(data []byte) error {
 }
 
 // flatten turns a validation error tree into one line per leaf.
-func flatten(ve *validator.ValidationError) string {
-	var out bytes.Buffer
+func flatten(ve *validator.ValidationError) []string {
+	var out []string
 	var walk func(e *validator.ValidationError)
 	walk = func(e *validator.ValidationError) {
 		if len(e.Causes) == 0 {
-			if out.Len() > 0 {
-				out.WriteString("; ")
-			}
 			loc := "/"
 			if len(e.InstanceLocation) > 0 {
 				loc = ""
@@ -97,7 +165,7 @@ func flatten(ve *validator.ValidationError) string {
 					loc += "/" + p
 				}
 			}
-			fmt.Fprintf(&out, "at %s: %s", loc, e.ErrorKind.LocalizedString(english))
+			out = append(out, fmt.Sprintf("at %s: %s", loc, e.ErrorKind.LocalizedString(english)))
 			return
 		}
 		for _, c := range e.Causes {
@@ -105,5 +173,5 @@ func flatten(ve *validator.ValidationError) string {
 		}
 	}
 	walk(ve)
-	return out.String()
+	return out
 }
