@@ -26,5 +26,6 @@ func NewRootCommand(name, version string) *cobra.Command {
 	root.AddCommand(NewStatusCommand())
 	root.AddCommand(NewGraphCommand())
 	root.AddCommand(NewDevCommand())
+	root.AddCommand(NewImportCommand())
 	return root
 }
