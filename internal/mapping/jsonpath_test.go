@@ -31,9 +31,9 @@ func TestExprPathsUnchanged(t *testing.T) {
 // JSONPath library gives [0,1,2,4,3] and [2,{"id":4}] for these).
 func TestQueryOrderIsStable(t *testing.T) {
 	msg := map[string]any{
-		"b": map[string]any{"id": 2.0, "z": map[string]any{"id": 4.0}},
-		"a": map[string]any{"id": 1.0},
-		"c": []any{map[string]any{"id": 3.0}},
+		"b":  map[string]any{"id": 2.0, "z": map[string]any{"id": 4.0}},
+		"a":  map[string]any{"id": 1.0},
+		"c":  []any{map[string]any{"id": 3.0}},
 		"id": 0.0,
 	}
 	want := map[string]any{
