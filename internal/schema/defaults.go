@@ -11,7 +11,8 @@ import (
 // settleDefault makes a port's value, def, fit to be its schema's default.
 // Encoding leaves out a zero field tagged omitempty, though decoding the
 // default gives that field its zero value all the same; so a required
-// property def lacks is written in with the zero value of its schema's type.
+// property def lacks is written in with the zero value of its schema's type,
+// and a nil slice or map, which encodes as null, as an empty one.
 // If def then still breaks the schema (an enum, minimum, pattern, format...),
 // the schema wins, since settings are validated against it, and the
 // contradictions are returned instead of a default.
@@ -63,11 +64,17 @@ func settleDefault(schema, def []byte) (json.RawMessage, []string, error) {
 }
 
 // fillRequired writes the zero value of each required property v lacks, in
-// v and in the objects and array items within it.
+// v and in the objects and array items within it, and turns a null where the
+// schema wants an array or an object into an empty one.
 func fillRequired(schema, v any, changed *bool) any {
 	s, _ := schema.(map[string]any)
 	if s == nil {
 		return v
+	}
+	// Go encodes a nil slice or map as null; it stands for an empty one.
+	if t, _ := s["type"].(string); v == nil && (t == "array" || t == "object") {
+		*changed = true
+		return zeroOf(s, changed)
 	}
 	switch v := v.(type) {
 	case map[string]any:

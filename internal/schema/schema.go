@@ -46,7 +46,9 @@ type Description struct {
 // SDK's keywords (configurable, shared, enumTitles, propertyOrder, ...) kept;
 // any other type by invopop's. The published default never breaks the schema:
 // a required property that encoding left out (omitempty) is written into it
-// with its zero value, and a default that still breaks the schema is left out.
+// with its zero value, a nil slice or map as an empty one, and a default that
+// still breaks the schema is left out, with the contradictions in the
+// schema's $comment.
 func Describe(v any) (Description, error) {
 	if v == nil {
 		return Description{Schema: json.RawMessage(`{}`)}, nil
