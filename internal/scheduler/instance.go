@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -27,6 +28,7 @@ type instance struct {
 	componentName string
 	action        string // "node <name>": leader-only work in the journal
 	component     module.Component
+	contract      Contract
 	output        module.Handler
 	log           logr.Logger
 
@@ -46,6 +48,10 @@ type instance struct {
 	refreshMu      sync.Mutex
 	refreshRunning bool
 	refreshPending bool
+	// portsWanted counts the refreshes asked for and portsRead those done;
+	// refreshed is closed and replaced when one is done (see awaitPorts).
+	portsWanted, portsRead atomic.Uint64
+	refreshed              chan struct{} // under refreshMu
 
 	// started is closed once the first update has delivered the node's
 	// settings and _reconcile; messages wait for it (see awaitStart).
@@ -89,10 +95,11 @@ func (s *Scheduler) newInstance(name, componentName string, c module.Component) 
 	ctx, cancel := context.WithCancel(module.WithLog(leader.NewContext(context.Background(), s.opts.Leader, "node "+name), log))
 	inst := &instance{
 		s: s, name: name, componentName: componentName, component: c, action: "node " + name,
-		ctx: ctx, cancel: cancel, log: log,
-		started:  make(chan struct{}),
-		edges:    map[string][]*edge{},
-		mappings: map[mappingKey]*compiledMapping{},
+		ctx: ctx, cancel: cancel, log: log, contract: contractOf(c),
+		started:   make(chan struct{}),
+		refreshed: make(chan struct{}),
+		edges:     map[string][]*edge{},
+		mappings:  map[mappingKey]*compiledMapping{},
 	}
 	inst.output = inst.send
 	inst.refreshPorts()
@@ -161,6 +168,16 @@ func (inst *instance) update(node *v1alpha1.TinyNode) []Problem {
 			settingsRaw = pc.Configuration.Raw
 		}
 	}
+	reconcile := func() {
+		if res := inst.handle(sys, inst.portLocked(v1alpha1.ReconcilePort), "", v1alpha1.ReconcilePort, node.DeepCopy()); res != nil {
+			if err, ok := res.(error); ok {
+				inst.s.opts.Log.Error(err, "reconcile failed", "node", inst.name)
+			}
+		}
+	}
+	if inst.contract.ReconcileFirst {
+		reconcile()
+	}
 	settingsProblem, changed := inst.settingsLocked(sys, settingsRaw)
 	if changed {
 		inst.refreshPorts()
@@ -171,10 +188,8 @@ func (inst *instance) update(node *v1alpha1.TinyNode) []Problem {
 	if settingsProblem != nil {
 		problems = append(problems, *settingsProblem)
 	}
-	if res := inst.handle(sys, inst.portLocked(v1alpha1.ReconcilePort), "", v1alpha1.ReconcilePort, node.DeepCopy()); res != nil {
-		if err, ok := res.(error); ok {
-			inst.s.opts.Log.Error(err, "reconcile failed", "node", inst.name)
-		}
+	if !inst.contract.ReconcileFirst {
+		reconcile()
 	}
 	return problems
 }
@@ -286,12 +301,12 @@ func (inst *instance) refreshPorts() {
 		inst.s.panicked(inst.name, "Ports", err)
 		inst.mu.Lock()
 		if inst.ports == nil {
-			inst.ports = inst.s.portsOf(inst.name, nil)
+			inst.ports = inst.s.portsOf(inst.name, nil, false)
 		}
 		inst.mu.Unlock()
 		return
 	}
-	fresh := inst.s.portsOf(inst.name, defs)
+	fresh := inst.s.portsOf(inst.name, defs, inst.contract.DecodeOverZero)
 	statuses := PortStatuses(defs)
 	inst.mu.Lock()
 	inst.ports, inst.info, inst.statuses = fresh, info, statuses
@@ -302,8 +317,10 @@ func (inst *instance) refreshPorts() {
 // status to be written: a component may call output on _control or
 // _reconcile while holding a lock that its Ports takes, so the caller must
 // not wait for it. Requests that arrive meanwhile are served by one more pass.
+// Messages that arrive before the pass ends wait for it (see awaitPorts).
 func (inst *instance) refreshSoon() {
 	inst.refreshMu.Lock()
+	inst.portsWanted.Add(1)
 	if inst.refreshRunning {
 		inst.refreshPending = true
 		inst.refreshMu.Unlock()
@@ -313,11 +330,15 @@ func (inst *instance) refreshSoon() {
 	inst.refreshMu.Unlock()
 	go func() {
 		for {
+			target := inst.portsWanted.Load()
 			inst.refreshPorts()
 			if inst.s.opts.Status != nil && inst.s.opts.Leader.Current().Confirm(inst.action) {
 				inst.s.opts.Status.Refresh(inst.name)
 			}
 			inst.refreshMu.Lock()
+			inst.portsRead.Store(target)
+			close(inst.refreshed)
+			inst.refreshed = make(chan struct{})
 			if !inst.refreshPending || inst.ctx.Err() != nil {
 				inst.refreshRunning, inst.refreshPending = false, false
 				inst.refreshMu.Unlock()
@@ -327,6 +348,44 @@ func (inst *instance) refreshSoon() {
 			inst.refreshMu.Unlock()
 		}
 	}()
+}
+
+// PortsWait bounds how long a message waits for its node's ports to be read
+// again after the component sent on _control or _reconcile (a component
+// whose Ports blocks, or takes a lock the sender holds, must not hold the
+// message for ever). Past it, the message is decoded with the ports as they
+// were.
+const PortsWait = time.Second
+
+// awaitPorts waits until the ports asked for before the call have been read
+// again, so that a message is decoded into the type the component declares
+// now: a signal's control after it started sending, say.
+func (inst *instance) awaitPorts(ctx context.Context) {
+	target := inst.portsWanted.Load()
+	if inst.portsRead.Load() >= target {
+		return
+	}
+	var timeout <-chan time.Time
+	for {
+		inst.refreshMu.Lock()
+		ch := inst.refreshed
+		inst.refreshMu.Unlock()
+		if inst.portsRead.Load() >= target {
+			return
+		}
+		if timeout == nil {
+			t := time.NewTimer(PortsWait)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		case <-timeout:
+			return
+		}
+	}
 }
 
 // deliverSystem hands a system-port message to the component with a context
@@ -409,6 +468,7 @@ func (inst *instance) receive(ctx context.Context, from, portName string, data a
 			return err
 		}
 	}
+	inst.awaitPorts(ctx)
 	inst.mu.RLock()
 	p := inst.ports[portName]
 	var m *compiledMapping
@@ -587,6 +647,9 @@ func (inst *instance) reconcileOutput(ctx context.Context, data any) any {
 		return module.Permanent(fmt.Errorf("%s: %s takes nil or a func(*v1alpha1.TinyNode), not %T", inst.name, v1alpha1.ReconcilePort, data))
 	}
 	if inst.s.opts.Status == nil || !inst.s.opts.Leader.Current().Confirm(inst.action) {
+		if inst.contract.ForwardMetadata && inst.s.opts.Status != nil {
+			return inst.forwardMetadata(ctx, fn) // the leader writes it
+		}
 		return nil // readers never write
 	}
 	// The callback is component code, run by the status writer: a panic in
@@ -745,7 +808,10 @@ type port struct {
 	def         module.Port
 	typ         reflect.Type // nil: messages pass as they are
 	defaultJSON []byte
-	schema      json.RawMessage
+	// overZero decodes a message over the zero value, not the default; an
+	// empty message still gives the default.
+	overZero bool
+	schema   json.RawMessage
 
 	validatorOnce sync.Once
 	validator     *schema.Validator
@@ -756,10 +822,10 @@ type port struct {
 
 // portsOf builds the port table of a component instance from its ports plus
 // the system ports it does not declare.
-func (s *Scheduler) portsOf(node string, defs []module.Port) map[string]*port {
+func (s *Scheduler) portsOf(node string, defs []module.Port, overZero bool) map[string]*port {
 	ports := map[string]*port{}
 	for _, def := range defs {
-		p := &port{def: def, m: s.metrics.forPort(node, def.Name)}
+		p := &port{def: def, m: s.metrics.forPort(node, def.Name), overZero: overZero}
 		if def.Configuration != nil {
 			p.typ = reflect.TypeOf(def.Configuration)
 			p.defaultJSON, _ = json.Marshal(def.Configuration)
@@ -800,7 +866,8 @@ func (p *port) convert(data any) (any, error) {
 	return p.decodeJSON(raw)
 }
 
-// decodeJSON decodes raw over the port's default value.
+// decodeJSON decodes raw over the port's default value (or its zero value,
+// with overZero), and gives the default for an empty or null raw.
 func (p *port) decodeJSON(raw []byte) (any, error) {
 	if p.typ == nil {
 		if len(raw) == 0 {
@@ -811,12 +878,13 @@ func (p *port) decodeJSON(raw []byte) (any, error) {
 		return v, err
 	}
 	ptr := reflect.New(p.typ)
-	if len(p.defaultJSON) > 0 {
+	empty := len(raw) == 0 || bytes.Equal(raw, []byte("null"))
+	if len(p.defaultJSON) > 0 && (!p.overZero || empty) {
 		if err := json.Unmarshal(p.defaultJSON, ptr.Interface()); err != nil {
 			return nil, err
 		}
 	}
-	if len(raw) > 0 && !bytes.Equal(raw, []byte("null")) {
+	if !empty {
 		if err := json.Unmarshal(raw, ptr.Interface()); err != nil {
 			return nil, err
 		}

@@ -272,13 +272,16 @@ func (s *Scheduler) countInstances() {
 	s.metrics.instances.WithLabelValues(s.opts.Module.Name).Set(float64(n))
 }
 
-// Remove destroys the node's instance, if there is one.
+// Remove destroys the node's instance, if there is one: the node was
+// deleted or left the module. A component that implements NodeDeleter learns
+// it first (Stop, a replica's shutdown, does not tell it).
 func (s *Scheduler) Remove(name string) {
 	s.mu.Lock()
 	inst := s.instances[name]
 	delete(s.instances, name)
 	s.mu.Unlock()
 	if inst != nil {
+		inst.deleted()
 		inst.destroy()
 	}
 	s.countInstances()
@@ -306,6 +309,9 @@ func (s *Scheduler) Handle(ctx context.Context, msg Msg) any {
 	nodeName, port, err := SplitTarget(msg.To)
 	if err != nil {
 		return module.Permanent(err)
+	}
+	if port == MetadataPort {
+		return s.applyForwarded(ctx, nodeName, msg)
 	}
 	inst := s.instance(nodeName)
 	if inst == nil {

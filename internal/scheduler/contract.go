@@ -1,0 +1,209 @@
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/tinymod/tinymod/api/v1alpha1"
+	"github.com/tinymod/tinymod/module"
+)
+
+// Contract is the runtime contract a component was written for, where it
+// differs from tinymod's own. Native components have the zero Contract;
+// components written for the TinySystems SDK, registered through
+// compat/tinysystems/registry, ask for that SDK's.
+type Contract struct {
+	// ReconcileFirst delivers _reconcile before _settings in each update, so
+	// that state restored from the node's metadata is there when the
+	// settings arrive.
+	ReconcileFirst bool
+	// DecodeOverZero decodes a message over the zero value of its port's
+	// type; by default it is decoded over the port's Configuration, so that
+	// fields a message leaves out keep their defaults.
+	DecodeOverZero bool
+	// ForwardMetadata sends a reader's metadata writes (output on
+	// _reconcile) to the leader, which writes them; by default a reader's
+	// writes do nothing.
+	ForwardMetadata bool
+}
+
+// ContractHolder is implemented by components whose contract is not tinymod's.
+type ContractHolder interface {
+	RuntimeContract() Contract
+}
+
+// NodeDeleter is implemented by components that act when their node is
+// deleted (or leaves the module), and only then: not when the replica stops.
+// NodeDeleted gets the node's last known status metadata, never nil.
+type NodeDeleter interface {
+	NodeDeleted(metadata map[string]string)
+}
+
+// deleted tells a NodeDeleter that its node is gone.
+func (inst *instance) deleted() {
+	d, ok := inst.component.(NodeDeleter)
+	if !ok {
+		return
+	}
+	inst.mu.RLock()
+	var metadata map[string]string
+	if inst.node != nil {
+		metadata = maps.Clone(inst.node.Status.Metadata)
+	}
+	inst.mu.RUnlock()
+	if metadata == nil {
+		metadata = map[string]string{}
+	}
+	if err := contain(func() { d.NodeDeleted(metadata) }); err != nil {
+		inst.s.panicked(inst.name, "NodeDeleted", err)
+	}
+}
+
+func contractOf(c module.Component) Contract {
+	if h, ok := c.(ContractHolder); ok {
+		return h.RuntimeContract()
+	}
+	return Contract{}
+}
+
+// MetadataPort is where a reader's forwarded metadata writes arrive on the
+// leader. It is not a component's port: messages to it from anything but the
+// node's own _reconcile (a TinySignal, an edge) are refused.
+const MetadataPort = "_metadata"
+
+// MetadataPatch is a change of a node's status metadata.
+type MetadataPatch struct {
+	Set    map[string]string `json:"set,omitempty"`
+	Delete []string          `json:"delete,omitempty"`
+}
+
+// diffMetadata returns what turns before into after.
+func diffMetadata(before, after map[string]string) MetadataPatch {
+	var p MetadataPatch
+	for k, v := range after {
+		if old, ok := before[k]; !ok || old != v {
+			if p.Set == nil {
+				p.Set = map[string]string{}
+			}
+			p.Set[k] = v
+		}
+	}
+	for k := range before {
+		if _, ok := after[k]; !ok {
+			p.Delete = append(p.Delete, k)
+		}
+	}
+	slices.Sort(p.Delete)
+	return p
+}
+
+func (p MetadataPatch) empty() bool { return len(p.Set) == 0 && len(p.Delete) == 0 }
+
+func (p MetadataPatch) apply(n *v1alpha1.TinyNode) {
+	maps.Copy(n.Status.Metadata, p.Set)
+	for _, k := range p.Delete {
+		delete(n.Status.Metadata, k)
+	}
+}
+
+// ForwardTimeout bounds how long a reader tries to hand a metadata write to
+// the leader, across a leader change.
+const ForwardTimeout = 15 * time.Second
+
+// forwardMetadata runs fn on the reader's copy of the node and sends the
+// change to the leader, again while no leader takes it, for ForwardTimeout
+// at most. It returns once the leader has written it, or failed to.
+func (inst *instance) forwardMetadata(ctx context.Context, fn func(*v1alpha1.TinyNode) error) any {
+	inst.mu.RLock()
+	node := inst.node
+	inst.mu.RUnlock()
+	if node == nil {
+		return fmt.Errorf("%s: metadata written before the node arrived", inst.name)
+	}
+	copied := node.DeepCopy()
+	if copied.Status.Metadata == nil {
+		copied.Status.Metadata = map[string]string{}
+	}
+	before := maps.Clone(copied.Status.Metadata)
+	var err error
+	if perr := contain(func() { err = fn(copied) }); perr != nil {
+		inst.s.panicked(inst.name, "status callback", perr)
+		return module.Permanent(perr)
+	}
+	if err != nil {
+		return err
+	}
+	patch := diffMetadata(before, copied.Status.Metadata)
+	if patch.empty() {
+		return nil
+	}
+	if inst.s.opts.Transport == nil {
+		return module.Permanent(fmt.Errorf("%s: a reader's metadata write needs the transport to the leader, and this replica has none", inst.name))
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ForwardTimeout)
+	defer cancel()
+	msg := Msg{To: inst.name + "." + MetadataPort, From: inst.name + "." + v1alpha1.ReconcilePort, Data: patch}
+	backoff := 100 * time.Millisecond
+	for {
+		res := inst.s.opts.Transport.Send(ctx, inst.s.opts.Module.Name, msg)
+		err, failed := res.(error)
+		if !failed || err == nil {
+			return nil
+		}
+		if module.IsPermanent(err) || ctx.Err() != nil {
+			inst.s.failed(inst.name, "metadata to the leader", "", err)
+			return err
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			inst.s.failed(inst.name, "metadata to the leader", "", err)
+			return err
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// ErrNotLeader is the error a replica gives a forwarded metadata write when
+// it does not lead: the sender tries again, at the leader it finds then.
+var ErrNotLeader = errors.New("this replica does not lead the module")
+
+// applyForwarded writes a reader's metadata change, on the leader.
+func (s *Scheduler) applyForwarded(ctx context.Context, node string, msg Msg) any {
+	if msg.From != node+"."+v1alpha1.ReconcilePort {
+		return module.Permanent(fmt.Errorf("%w: %s.%s takes only the node's own forwarded metadata", ErrNoPort, node, MetadataPort))
+	}
+	inst := s.instance(node)
+	if inst == nil {
+		return fmt.Errorf("%w: %s in module %s", ErrNoNode, node, s.opts.Module.Name)
+	}
+	var patch MetadataPatch
+	switch d := msg.Data.(type) {
+	case MetadataPatch:
+		patch = d
+	default:
+		raw, err := json.Marshal(d)
+		if err == nil {
+			err = json.Unmarshal(raw, &patch)
+		}
+		if err != nil {
+			return module.Permanent(fmt.Errorf("metadata for %s: %w", node, err))
+		}
+	}
+	if s.opts.Status == nil || !s.opts.Leader.Current().Confirm(inst.action) {
+		return ErrNotLeader
+	}
+	err := s.opts.Status.UpdateStatus(ctx, node, func(n *v1alpha1.TinyNode) error { patch.apply(n); return nil })
+	if err != nil {
+		return err
+	}
+	inst.refreshSoon()
+	return nil
+}
