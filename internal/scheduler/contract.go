@@ -153,22 +153,27 @@ func (inst *instance) forwardMetadata(ctx context.Context, fn func(*v1alpha1.Tin
 		res := inst.s.opts.Transport.Send(ctx, inst.s.opts.Module.Name, msg)
 		err, failed := res.(error)
 		if !failed || err == nil {
+			inst.s.metrics.forwarded.WithLabelValues(inst.s.opts.Module.Name, "sent").Inc()
 			return nil
 		}
 		if module.IsPermanent(err) || ctx.Err() != nil {
-			inst.s.failed(inst.name, "metadata to the leader", "", err)
-			return err
+			return inst.forwardFailed(err)
 		}
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			inst.s.failed(inst.name, "metadata to the leader", "", err)
-			return err
+			return inst.forwardFailed(err)
 		case <-t.C:
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}
+}
+
+func (inst *instance) forwardFailed(err error) error {
+	inst.s.metrics.forwarded.WithLabelValues(inst.s.opts.Module.Name, "failed").Inc()
+	inst.s.failed(inst.name, "metadata to the leader", "", err)
+	return err
 }
 
 // ErrNotLeader is the error a replica gives a forwarded metadata write when
@@ -204,6 +209,7 @@ func (s *Scheduler) applyForwarded(ctx context.Context, node string, msg Msg) an
 	if err != nil {
 		return err
 	}
+	s.metrics.forwarded.WithLabelValues(s.opts.Module.Name, "written").Inc()
 	inst.refreshSoon()
 	return nil
 }

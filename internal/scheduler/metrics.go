@@ -14,6 +14,7 @@ type metrics struct {
 	messages  *prometheus.CounterVec
 	handle    *prometheus.HistogramVec
 	instances *prometheus.GaugeVec
+	forwarded *prometheus.CounterVec
 }
 
 type portMetrics struct {
@@ -45,7 +46,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "tinymod_component_panics_total",
 		Help: "Panics recovered from component code on this replica, by module.",
 	}, []string{"module"})
+	m.forwarded = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tinymod_metadata_forwards_total",
+		Help: "Metadata writes made on readers and forwarded to the leader, by module and side: sent (on the reader, once the leader wrote it), failed (on the reader), written (on the leader).",
+	}, []string{"module", "side"})
 	var err error
+	if m.forwarded, err = promreg.Register(reg, m.forwarded); err != nil {
+		return nil, err
+	}
 	if m.failures, err = promreg.Register(reg, m.failures); err != nil {
 		return nil, err
 	}
