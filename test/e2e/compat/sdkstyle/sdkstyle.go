@@ -80,7 +80,9 @@ type Emitter struct {
 	handler  module.Handler
 }
 
-func (e *Emitter) Instance() module.Component { return &Emitter{settings: EmitterSettings{PeriodMs: 100}} }
+func (e *Emitter) Instance() module.Component {
+	return &Emitter{settings: EmitterSettings{PeriodMs: 100}}
+}
 
 func (e *Emitter) GetInfo() module.ComponentInfo {
 	return module.ComponentInfo{Name: "emitter", Description: "Sends ticks while running", Tags: []string{"SDK"}}
