@@ -8,9 +8,6 @@ import (
 	"os"
 	"sort"
 	"sync"
-	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Claim is one confirmation of leadership for leader-only work: the replica
@@ -66,15 +63,6 @@ func (j *Journal) record(c Claim) {
 func (j *Journal) endTerm(identity string, term int32) {
 	now := int64(MonotonicNow())
 	j.record(Claim{Identity: identity, Term: term, Action: "end of term", Start: now, Checked: now, Until: now, EndOfTerm: true})
-}
-
-// MonotonicNow reads CLOCK_MONOTONIC.
-func MonotonicNow() time.Duration {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		panic("leader: CLOCK_MONOTONIC: " + err.Error())
-	}
-	return time.Duration(ts.Nano())
 }
 
 // ReadClaims reads the claims of journal files; a torn last line (a process
