@@ -150,7 +150,7 @@ func (e *Elector) valid(t *Term, action string, journal bool) bool {
 	if ok && j != nil {
 		checked := MonotonicNow()
 		// validUntil is on the elector's clock: carry it over as an offset.
-		j.record(Claim{Identity: e.opts.Identity, Term: int32(t.number), Action: action,
+		j.record(Claim{Identity: e.opts.Identity, Term: int32(t.Number()), Action: action,
 			Start: int64(start), Checked: int64(checked), Until: int64(checked + until - now)})
 	}
 	return ok

@@ -116,7 +116,7 @@ func TestLaggingWatchEventKeepsTheTerm(t *testing.T) {
 	v, _ := strconv.Atoi(ours)
 
 	r.watcher.Modify(lease("b", strconv.Itoa(v-1), 0))                  // lagging: older than what we wrote
-	r.watcher.Modify(lease("a", strconv.Itoa(v+1), term.transitions())) // newer, ours: the marker
+	r.watcher.Modify(lease("a", strconv.Itoa(v+1), transitions(term))) // newer, ours: the marker
 	waitFor(t, "the marker version", func() bool {
 		e.mu.Lock()
 		defer e.mu.Unlock()
@@ -126,7 +126,7 @@ func TestLaggingWatchEventKeepsTheTerm(t *testing.T) {
 		t.Fatal("a lagging watch event ended the term")
 	}
 
-	r.watcher.Modify(lease("b", strconv.Itoa(v+2), term.transitions()+1))
+	r.watcher.Modify(lease("b", strconv.Itoa(v+2), transitions(term)+1))
 	select {
 	case <-term.Context().Done():
 	case <-time.After(5 * time.Second):
@@ -184,7 +184,7 @@ func TestEveryAcquisitionIsANewTerm(t *testing.T) {
 	}
 }
 
-func (t *Term) transitions() int32 { return int32(t.Number()) }
+func transitions(t *Term) int32 { return int32(t.Number()) }
 
 // TestATermNeverComesBack: the Lease is deleted and made again by the same
 // replica, so its transition count starts over and the new term has the old

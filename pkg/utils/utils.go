@@ -5,9 +5,9 @@ package utils
 import (
 	"context"
 
-	"github.com/tinymod/tinymod/internal/leader"
+	"github.com/tinymod/tinymod/internal/leadership"
 )
 
 // IsLeader reports whether the replica that delivered ctx leads the module now.
 // It is live: a loop that checks it sees leadership end the moment it is lost.
-func IsLeader(ctx context.Context) bool { return leader.IsLeader(ctx) }
+func IsLeader(ctx context.Context) bool { return leadership.IsLeader(ctx) }

@@ -1,4 +1,4 @@
-package leader
+package leadership
 
 import "context"
 
@@ -29,5 +29,5 @@ func IsLeader(ctx context.Context) bool {
 		return false
 	}
 	t := n.src.Current()
-	return t != nil && t.ctx.Err() == nil && t.Confirm(n.action)
+	return t != nil && t.Context().Err() == nil && t.Confirm(n.action)
 }
