@@ -184,12 +184,18 @@ func (inst *instance) update(node *v1alpha1.TinyNode) []Problem {
 		edgeProblems = inst.wire(node, mappings)
 	}
 
+	if !inst.contract.ReconcileFirst {
+		reconcile()
+	}
+	// The ports may follow the state _reconcile restored, too (a control
+	// port that shows a stop button while running): read them, and wire,
+	// again.
+	inst.refreshPorts()
+	edgeProblems = inst.wire(node, mappings)
+
 	problems := append(edgeProblems, mappingProblems...)
 	if settingsProblem != nil {
 		problems = append(problems, *settingsProblem)
-	}
-	if !inst.contract.ReconcileFirst {
-		reconcile()
 	}
 	return problems
 }

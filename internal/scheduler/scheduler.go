@@ -348,7 +348,10 @@ func (s *Scheduler) LeadershipChanged() {
 		if node == nil {
 			continue
 		}
-		go inst.deliverSystem(v1alpha1.ReconcilePort, node.DeepCopy())
+		go func() {
+			inst.deliverSystem(v1alpha1.ReconcilePort, node.DeepCopy())
+			inst.refreshSoon() // the ports may follow what the component did
+		}()
 	}
 }
 

@@ -27,11 +27,12 @@ import (
 	"github.com/tinymod/tinymod/compat/tinysystems/registry"
 )
 
-// Register registers the components.
-func Register() {
+// Register registers the components; identity names the replica in what
+// the announcer puts.
+func Register(identity string) {
 	registry.Register(&Emitter{})
 	registry.Register(&Store{})
-	registry.Register(&Announcer{})
+	registry.Register(&Announcer{Identity: identity})
 	registry.Register(&Recorder{})
 }
 

@@ -106,7 +106,7 @@ func (m *memStatus) metadata(node string) map[string]string {
 func newScheduler(t *testing.T, src leader.Source, status scheduler.StatusWriter, tr scheduler.Transport) *scheduler.Scheduler {
 	t.Helper()
 	register.Do(func() {
-		sdkstyle.Register()
+		sdkstyle.Register("test")
 		sdkstyle.Observer = seen.add
 	})
 	s, err := scheduler.New(scheduler.Options{Module: module.Info{Name: "sdk"}, Leader: src, Status: status, Transport: tr})
@@ -287,5 +287,24 @@ func TestReaderMetadataReachesTheLeader(t *testing.T) {
 	res := lead.Handle(context.Background(), scheduler.Msg{To: "kv." + scheduler.MetadataPort, Data: json.RawMessage(`{"set":{"x":"y"}}`)})
 	if err, ok := res.(error); !ok || !module.IsPermanent(err) {
 		t.Errorf("a message to %s from outside: %v, want a permanent error", scheduler.MetadataPort, res)
+	}
+}
+
+// TestPortsFollowTheRestoredState: an emitter that learns from _reconcile
+// that it runs (a new leader's, after a failover) publishes, and decodes
+// into, its running control at once.
+func TestPortsFollowTheRestoredState(t *testing.T) {
+	term := &leader.Manual{}
+	s := newScheduler(t, term, &memStatus{nodes: map[string]*v1alpha1.TinyNode{}}, nil)
+	update(t, s, node(t, "e5", "emitter", sdkstyle.EmitterSettings{PeriodMs: 1000}, nil))
+	// The leader started it and wrote so; this replica, a reader, sees the
+	// new status, and nothing else, on _reconcile. Then it leads.
+	update(t, s, node(t, "e5", "emitter", sdkstyle.EmitterSettings{PeriodMs: 1000}, map[string]string{"running": "true"}))
+	term.Start()
+	if res := s.Handle(context.Background(), scheduler.Msg{To: "e5._control", Data: json.RawMessage(`{"stop":true}`)}); res != nil {
+		t.Fatalf("stop: %v", res)
+	}
+	if got := seen.of("e5"); !slices.Contains(got, "control type=sdkstyle.StopControl") {
+		t.Errorf("events %q: the stop was not decoded into the running control", got)
 	}
 }
