@@ -10,39 +10,17 @@ import (
 	"time"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
+	"github.com/tinymod/tinymod/internal/contract"
 	"github.com/tinymod/tinymod/module"
 )
 
-// Contract is the runtime contract a component was written for, where it
-// differs from tinymod's own. Native components have the zero Contract;
-// components written for the TinySystems SDK, registered through
-// compat/tinysystems/registry, ask for that SDK's.
-type Contract struct {
-	// ReconcileFirst delivers _reconcile before _settings in each update, so
-	// that state restored from the node's metadata is there when the
-	// settings arrive.
-	ReconcileFirst bool
-	// DecodeOverZero decodes a message over the zero value of its port's
-	// type; by default it is decoded over the port's Configuration, so that
-	// fields a message leaves out keep their defaults.
-	DecodeOverZero bool
-	// ForwardMetadata sends a reader's metadata writes (output on
-	// _reconcile) to the leader, which writes them; by default a reader's
-	// writes do nothing.
-	ForwardMetadata bool
-}
-
-// ContractHolder is implemented by components whose contract is not tinymod's.
-type ContractHolder interface {
-	RuntimeContract() Contract
-}
-
-// NodeDeleter is implemented by components that act when their node is
-// deleted (or leaves the module), and only then: not when the replica stops.
-// NodeDeleted gets the node's last known status metadata, never nil.
-type NodeDeleter interface {
-	NodeDeleted(metadata map[string]string)
-}
+// Contract, ContractHolder and NodeDeleter are the contract's types, kept in
+// a package light enough for the compat packages that module authors import.
+type (
+	Contract       = contract.Contract
+	ContractHolder = contract.Holder
+	NodeDeleter    = contract.NodeDeleter
+)
 
 // deleted tells a NodeDeleter that its node is gone.
 func (inst *instance) deleted() {
@@ -64,12 +42,7 @@ func (inst *instance) deleted() {
 	}
 }
 
-func contractOf(c module.Component) Contract {
-	if h, ok := c.(ContractHolder); ok {
-		return h.RuntimeContract()
-	}
-	return Contract{}
-}
+func contractOf(c module.Component) Contract { return contract.Of(c) }
 
 // MetadataPort is where a reader's forwarded metadata writes arrive on the
 // leader. It is not a component's port: messages to it from anything but the

@@ -7,7 +7,7 @@ import (
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
 	compat "github.com/tinymod/tinymod/compat/tinysystems/module"
-	"github.com/tinymod/tinymod/internal/scheduler"
+	"github.com/tinymod/tinymod/internal/contract"
 	"github.com/tinymod/tinymod/module"
 )
 
@@ -64,8 +64,8 @@ func (c *Component) Handle(ctx context.Context, output module.Handler, port stri
 }
 
 // RuntimeContract asks the scheduler for the SDK's contract.
-func (c *Component) RuntimeContract() scheduler.Contract {
-	return scheduler.Contract{ReconcileFirst: true, DecodeOverZero: true, ForwardMetadata: true}
+func (c *Component) RuntimeContract() contract.Contract {
+	return contract.Contract{ReconcileFirst: true, DecodeOverZero: true, ForwardMetadata: true}
 }
 
 // NodeDeleted runs the component's OnDestroy, if it has one.

@@ -5,7 +5,7 @@ package utils
 import (
 	"context"
 
-	"github.com/tinymod/tinymod/internal/leader"
+	"github.com/tinymod/tinymod/internal/leadership"
 	tmutils "github.com/tinymod/tinymod/pkg/utils"
 )
 
@@ -17,9 +17,9 @@ func IsLeader(ctx context.Context) bool { return tmutils.IsLeader(ctx) }
 // call a component's Handle directly. (The runtime sets leadership itself.)
 func WithLeader(ctx context.Context, isLeader bool) context.Context {
 	if isLeader {
-		return leader.NewContext(ctx, leader.Always, "test")
+		return leadership.NewContext(ctx, leadership.Always, "test")
 	}
-	return leader.NewContext(ctx, leader.Never, "test")
+	return leadership.NewContext(ctx, leadership.Never, "test")
 }
 
 // CheckForError returns input if it is a non-nil error, and nil otherwise:
