@@ -11,12 +11,11 @@ import (
 	"github.com/tinymod/tinymod/components/router"
 	"github.com/tinymod/tinymod/components/signal"
 	"github.com/tinymod/tinymod/components/ticker"
-	"github.com/tinymod/tinymod/internal/componenttest"
-	"github.com/tinymod/tinymod/internal/scheduler"
+	"github.com/tinymod/tinymod/module/moduletest"
 )
 
 func TestSignalSendOnLeaderOnly(t *testing.T) {
-	f := componenttest.New(t, &signal.Component{})
+	f := moduletest.New(t, &signal.Component{})
 	f.Add("s", "signal", map[string]any{"context": map[string]any{"who": "ann"}}, map[string]string{"out": "sink.in"})
 
 	f.Leader.Stop()
@@ -46,12 +45,12 @@ func TestSignalSendOnLeaderOnly(t *testing.T) {
 }
 
 func TestSignalResetCancelsARunningFlow(t *testing.T) {
-	f := componenttest.New(t, &signal.Component{})
+	f := moduletest.New(t, &signal.Component{})
 	f.Sink.Block = true
 	f.Add("s", "signal", nil, map[string]string{"out": "sink.in"})
 	done := make(chan any, 1)
 	go func() { done <- f.Send("s._control", map[string]any{"send": true}) }()
-	componenttest.Eventually(t, 5*time.Second, func() bool { return f.Status.Metadata("s", signal.RunningKey) == "true" }, "running=true in metadata")
+	moduletest.Eventually(t, 5*time.Second, func() bool { return f.Status.Metadata("s", signal.RunningKey) == "true" }, "running=true in metadata")
 	if res := f.Send("s._control", map[string]any{"reset": true}); res != nil {
 		t.Fatalf("reset: %v", res)
 	}
@@ -69,7 +68,7 @@ func TestSignalResetCancelsARunningFlow(t *testing.T) {
 }
 
 func TestTickerLeaderOnlyAndStopsOnLoss(t *testing.T) {
-	f := componenttest.New(t, &ticker.Component{})
+	f := moduletest.New(t, &ticker.Component{})
 	f.Add("t", "ticker", map[string]any{"delay": 5, "context": "tick"}, map[string]string{"out": "sink.in"})
 
 	f.Leader.Stop()
@@ -80,7 +79,7 @@ func TestTickerLeaderOnlyAndStopsOnLoss(t *testing.T) {
 
 	f.Leader.Start()
 	go f.Send("t._control", map[string]any{"start": true})
-	componenttest.Eventually(t, 5*time.Second, func() bool { return len(f.Sink.Got()) >= 3 }, "3 ticks")
+	moduletest.Eventually(t, 5*time.Second, func() bool { return len(f.Sink.Got()) >= 3 }, "3 ticks")
 	if f.Status.Metadata("t", ticker.RunningKey) != "true" {
 		t.Error("running not recorded")
 	}
@@ -94,22 +93,21 @@ func TestTickerLeaderOnlyAndStopsOnLoss(t *testing.T) {
 }
 
 func TestTickerNewLeaderResumes(t *testing.T) {
-	f := componenttest.New(t, &ticker.Component{})
+	f := moduletest.New(t, &ticker.Component{})
 	f.Add("t", "ticker", map[string]any{"delay": 5}, map[string]string{"out": "sink.in"})
 	go f.Send("t._control", map[string]any{"start": true})
-	componenttest.Eventually(t, 5*time.Second, func() bool { return len(f.Sink.Got()) >= 1 }, "a tick")
+	moduletest.Eventually(t, 5*time.Second, func() bool { return len(f.Sink.Got()) >= 1 }, "a tick")
 	f.Leader.Stop()
 	time.Sleep(50 * time.Millisecond)
 	n := len(f.Sink.Got())
 	// A new term: the runtime delivers _reconcile with the node, whose
 	// metadata says the ticker is started.
 	f.Leader.Start()
-	f.S.LeadershipChanged()
-	componenttest.Eventually(t, 5*time.Second, func() bool { return len(f.Sink.Got()) > n+2 }, "ticks resumed")
+	moduletest.Eventually(t, 5*time.Second, func() bool { return len(f.Sink.Got()) > n+2 }, "ticks resumed")
 }
 
 func TestTickerStaleStopNeverStarts(t *testing.T) {
-	f := componenttest.New(t, &ticker.Component{})
+	f := moduletest.New(t, &ticker.Component{})
 	f.Add("t", "ticker", map[string]any{"delay": 5}, map[string]string{"out": "sink.in"})
 	f.Send("t._control", map[string]any{"stop": true})
 	f.Send("t._control", map[string]any{})
@@ -120,7 +118,7 @@ func TestTickerStaleStopNeverStarts(t *testing.T) {
 }
 
 func TestRouter(t *testing.T) {
-	f := componenttest.New(t, &router.Component{})
+	f := moduletest.New(t, &router.Component{})
 	f.Add("r", "router", map[string]any{"routes": []map[string]any{
 		{"port": "big", "condition": "$.n > 10"},
 		{"port": "small", "condition": "$.n <= 10"},
@@ -140,7 +138,7 @@ func TestRouter(t *testing.T) {
 		{"routes": []map[string]any{{"port": "x", "condition": "true"}, {"port": "x", "condition": "false"}}},
 	} {
 		p := f.Problems("bad", "router", bad)
-		if len(p) != 1 || p[0].Reason != scheduler.ReasonSettingsRejected {
+		if len(p) != 1 || p[0].Reason != moduletest.ReasonSettingsRejected {
 			t.Errorf("%v: problems %+v", bad, p)
 		}
 	}
@@ -152,7 +150,7 @@ func TestRouter(t *testing.T) {
 }
 
 func TestDelay(t *testing.T) {
-	f := componenttest.New(t, &delay.Component{})
+	f := moduletest.New(t, &delay.Component{})
 	f.Add("d", "delay", map[string]any{"duration": "30ms"}, map[string]string{"out": "sink.in"})
 	start := time.Now()
 	if res := f.Send("d.in", "x"); res != "ok" {
@@ -163,10 +161,10 @@ func TestDelay(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if res := f.S.Handle(ctx, scheduler.Msg{To: "d.in", Data: "y"}); !errors.Is(res.(error), context.Canceled) {
+	if res := f.SendContext(ctx, "d.in", "y"); !errors.Is(res.(error), context.Canceled) {
 		t.Errorf("cancelled: %v", res)
 	}
-	if p := f.Problems("bad", "delay", map[string]any{"duration": "soon"}); len(p) != 1 || p[0].Reason != scheduler.ReasonSettingsRejected {
+	if p := f.Problems("bad", "delay", map[string]any{"duration": "soon"}); len(p) != 1 || p[0].Reason != moduletest.ReasonSettingsRejected {
 		t.Errorf("bad duration: %+v", p)
 	}
 }

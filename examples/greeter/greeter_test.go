@@ -5,13 +5,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tinymod/tinymod/internal/componenttest"
 	"github.com/tinymod/tinymod/internal/manifest"
+	"github.com/tinymod/tinymod/module/moduletest"
 )
 
 // TestGreeter runs the component through the real scheduler.
 func TestGreeter(t *testing.T) {
-	f := componenttest.New(t, &Greeter{})
+	f := moduletest.New(t, &Greeter{})
 	f.Add("g", "greeter", map[string]any{"greeting": "Hi"}, map[string]string{"out": "sink.in"})
 	if res := f.Send("g.in", map[string]any{"name": "ann"}); res != "ok" {
 		t.Fatalf("greeting: %v", res)

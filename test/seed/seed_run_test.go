@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
-	"github.com/tinymod/tinymod/internal/componenttest"
 	"github.com/tinymod/tinymod/module"
+	"github.com/tinymod/tinymod/module/moduletest"
 )
 
 // syncBuffer is a log sink safe for concurrent use.
@@ -80,7 +80,7 @@ func sample(name string, h func(*Component, context.Context, module.Handler, str
 }
 
 func TestSignalSample(t *testing.T) {
-	f := componenttest.New(t, &signalNode{})
+	f := moduletest.New(t, &signalNode{})
 	f.Add("s", "seed-signal", nil, map[string]string{OutPort: "sink.in"})
 	f.Leader.Stop()
 	f.Send("s._control", map[string]any{"send": true, "context": "x"})
@@ -100,11 +100,11 @@ func TestSignalSample(t *testing.T) {
 }
 
 func TestTickerSample(t *testing.T) {
-	f := componenttest.New(t, &tickerNode{})
+	f := moduletest.New(t, &tickerNode{})
 	f.Add("t", "seed-ticker", nil, map[string]string{OutPort: "sink.in"})
 	done := make(chan any, 1)
 	go func() { done <- f.Send("t._control", map[string]any{"start": true}) }()
-	componenttest.Eventually(t, 5*time.Second, func() bool { return len(f.Sink.Got()) >= 3 }, "the sample ticks on the leader")
+	moduletest.Eventually(t, 5*time.Second, func() bool { return len(f.Sink.Got()) >= 3 }, "the sample ticks on the leader")
 	// Losing leadership ends the emit loop: the control context ends with the term.
 	f.Leader.Stop()
 	select {
@@ -115,24 +115,22 @@ func TestTickerSample(t *testing.T) {
 }
 
 func TestFailoverSample(t *testing.T) {
-	f := componenttest.New(t, sample("seed-failover", (*Component).HandleFailover))
+	f := moduletest.New(t, sample("seed-failover", (*Component).HandleFailover))
 	before := leaderWork.Load()
 	f.Add("c", "seed-failover", nil, nil)
 	if leaderWork.Load() != before+1 {
 		t.Fatalf("onBecameLeader ran %d times on the leader's first reconcile", leaderWork.Load()-before)
 	}
 	f.Leader.Stop()
-	f.S.LeadershipChanged()
-	componenttest.Eventually(t, 5*time.Second, func() bool {
+	moduletest.Eventually(t, 5*time.Second, func() bool {
 		return strings.Contains(logBuf.String(), "lost leadership, stopping leader-only work")
 	}, "onLostLeadership on losing the lease")
 	f.Leader.Start()
-	f.S.LeadershipChanged()
-	componenttest.Eventually(t, 5*time.Second, func() bool { return leaderWork.Load() == before+2 }, "taking over again")
+	moduletest.Eventually(t, 5*time.Second, func() bool { return leaderWork.Load() == before+2 }, "taking over again")
 }
 
 func TestBestPracticeLoopSeesLoss(t *testing.T) {
-	f := componenttest.New(t, sample("seed-loop", func(c *Component, ctx context.Context, out module.Handler, port string, msg any) any {
+	f := moduletest.New(t, sample("seed-loop", func(c *Component, ctx context.Context, out module.Handler, port string, msg any) any {
 		if port != v1alpha1.ControlPort {
 			return nil
 		}
@@ -140,7 +138,7 @@ func TestBestPracticeLoopSeesLoss(t *testing.T) {
 	}))
 	f.Add("l", "seed-loop", nil, nil)
 	f.Send("l._control", map[string]any{})
-	componenttest.Eventually(t, 5*time.Second, func() bool { return work.Load() > 5 }, "the loop works on the leader")
+	moduletest.Eventually(t, 5*time.Second, func() bool { return work.Load() > 5 }, "the loop works on the leader")
 	f.Leader.Stop()
 	time.Sleep(20 * time.Millisecond) // the loop's next check sees the loss
 	n := work.Load()
@@ -151,7 +149,7 @@ func TestBestPracticeLoopSeesLoss(t *testing.T) {
 }
 
 func TestBestPracticeIdempotentUpdate(t *testing.T) {
-	f := componenttest.New(t, sample("seed-idem", func(c *Component, ctx context.Context, out module.Handler, port string, msg any) any {
+	f := moduletest.New(t, sample("seed-idem", func(c *Component, ctx context.Context, out module.Handler, port string, msg any) any {
 		if port != "input" {
 			return nil
 		}
@@ -170,7 +168,7 @@ func TestBestPracticeIdempotentUpdate(t *testing.T) {
 }
 
 func TestBasicAndGracefulPatterns(t *testing.T) {
-	f := componenttest.New(t,
+	f := moduletest.New(t,
 		sample("seed-basic", (*Component).HandleBasic),
 		sample("seed-graceful", (*Component).HandleGraceful),
 		sample("seed-checking", (*Component).HandleChecking))
