@@ -241,8 +241,7 @@ func (d *devRun) start(id string) error {
 	cmd := exec.Command(d.self, "run", "--name", d.opts.Module, "--namespace", d.ns, "--kubeconfig", d.kubeconfig,
 		"--identity", id, "--grpc-listen", "127.0.0.1:0", "--metrics-bind-address", metrics, "--health-probe-bind-address", "0",
 		"--lease-duration", lease.String(), "--renew-deadline", (lease * 3 / 4).String(), "--retry-period", (lease / 8).String())
-	// A replica never outlives this process, however it ends.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = replicaProcAttr()
 	// Replicas share this machine: each http-server node listens on its port
 	// plus the replica's number (dev-0 on the port itself, dev-1 on the next).
 	if _, n, ok := strings.Cut(id, "-"); ok {
