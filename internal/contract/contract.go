@@ -20,6 +20,10 @@ type Contract struct {
 	// _reconcile) to the leader, which writes them; by default a reader's
 	// writes do nothing.
 	ForwardMetadata bool
+	// UnvalidatedSettings decodes settings without checking them against the
+	// port's schema first, as the SDK does: its schemas mark required what its
+	// editor asks for, and its nodes may leave such fields out.
+	UnvalidatedSettings bool
 }
 
 // Holder is implemented by components whose contract is not tinymod's.

@@ -262,7 +262,7 @@ func (inst *instance) settingsLocked(sys context.Context, raw []byte) (*Problem,
 	if p == nil {
 		return nil, false // the component takes no settings
 	}
-	if len(raw) > 0 {
+	if len(raw) > 0 && !inst.contract.UnvalidatedSettings {
 		if err := p.validate(raw); err != nil {
 			return &Problem{Reason: ReasonInvalidSettings, Message: fmt.Sprintf("settings break the schema of %s: %v", v1alpha1.SettingsPort, err)}, false
 		}

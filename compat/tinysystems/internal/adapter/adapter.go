@@ -65,7 +65,7 @@ func (c *Component) Handle(ctx context.Context, output module.Handler, port stri
 
 // RuntimeContract asks the scheduler for the SDK's contract.
 func (c *Component) RuntimeContract() contract.Contract {
-	return contract.Contract{ReconcileFirst: true, DecodeOverZero: true, ForwardMetadata: true}
+	return contract.Contract{ReconcileFirst: true, DecodeOverZero: true, ForwardMetadata: true, UnvalidatedSettings: true}
 }
 
 // NodeDeleted runs the component's OnDestroy, if it has one.

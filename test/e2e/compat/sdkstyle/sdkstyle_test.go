@@ -308,3 +308,13 @@ func TestPortsFollowTheRestoredState(t *testing.T) {
 		t.Errorf("events %q: the stop was not decoded into the running control", got)
 	}
 }
+
+// TestSettingsAreDecodedNotValidated: the SDK hands a component its settings
+// as they decode, even without a field its schema marks required.
+func TestSettingsAreDecodedNotValidated(t *testing.T) {
+	s := newScheduler(t, leader.Never, nil, nil)
+	update(t, s, node(t, "e6", "emitter", map[string]any{"label": "only"}, nil))
+	if got := seen.of("e6"); !slices.Contains(got, "settings running=false") {
+		t.Errorf("events %q: want the settings delivered", got)
+	}
+}
