@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -46,10 +47,13 @@ type DevOptions struct {
 	LeaseDuration time.Duration
 }
 
-// NewDevCommand returns `dev`: control plane, replicas and a flow, live.
-func NewDevCommand() *cobra.Command { return newDevCommand() }
+// NewDevCommand returns `dev`: control plane, replicas and a flow, live. Its
+// replicas run as the module "tinymod" unless --name says otherwise;
+// NewRootCommand's `dev` defaults --name to the binary's name instead.
+func NewDevCommand() *cobra.Command { return newDevCommand("tinymod") }
 
-func newDevCommand() *cobra.Command {
+// newDevCommand is `dev` with --name defaulting to name.
+func newDevCommand(name string) *cobra.Command {
 	o := DevOptions{}
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -74,7 +78,7 @@ DIR/logs/<identity>.log.`,
 	f.DurationVar(&o.KillEvery, "kill-leader-every", 0, "kill -9 the leader this long after the last restart, and restart it, to watch failover (0: never)")
 	f.StringVar(&o.Apply, "apply", "", "apply this YAML file instead of the sample flow")
 	f.StringVar(&o.Dir, "dir", "", "keep etcd data and replica logs here (default: a temporary folder removed on exit)")
-	f.StringVar(&o.Module, "name", "tinymod", "the module name the replicas run as")
+	f.StringVar(&o.Module, "name", name, "the module name the replicas run as")
 	f.BoolVar(&o.Plain, "plain", false, "plain periodic lines even on a terminal")
 	f.DurationVar(&o.Refresh, "refresh", 2*time.Second, "how often the view refreshes")
 	f.DurationVar(&o.StopTimeout, "stop-timeout", 20*time.Second, "how long replicas get to stop on Ctrl-C")
@@ -132,7 +136,7 @@ func runDev(ctx context.Context, o DevOptions, stdout, stderr io.Writer) error {
 	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
 		return err
 	}
-	flow := samples.DemoFlow
+	flow := sampleFlow(o.Module)
 	if o.Apply != "" {
 		if flow, err = os.ReadFile(o.Apply); err != nil {
 			return err
@@ -535,7 +539,7 @@ func (d *devRun) view(ctx context.Context, wide bool) string {
 			}
 			status := "ready"
 			if n.Ready != "True" {
-				status = "NOT READY " + n.Error
+				status = "NOT READY " + n.Problem()
 			}
 			failing := ""
 			if r := d.errorRates[n.Name]; r > 0 {
@@ -602,4 +606,10 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return string(r[:n-1]) + "…"
+}
+
+// sampleFlow is the built-in sample flow with its nodes in module, so a
+// module author's binary runs it too (given the standard components).
+func sampleFlow(module string) []byte {
+	return bytes.ReplaceAll(samples.DemoFlow, []byte("module: tinymod"), []byte("module: "+module))
 }

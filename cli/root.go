@@ -5,7 +5,8 @@ import (
 )
 
 // NewRootCommand returns the root command of a tinymod binary named name, with
-// `run` for the registered components and the developer commands added.
+// `run` for the registered components and the developer commands added. name
+// is also the module's name that `run` and `dev` default --name to.
 //
 //	func main() {
 //		module.Register(&mycomponent.Component{})
@@ -20,12 +21,14 @@ func NewRootCommand(name, version string) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.AddCommand(NewRunCommand(version, nil))
+	// run and dev take the binary's name as the module's unless --name says
+	// otherwise: a forgotten --name must not leave every node without a replica.
+	root.AddCommand(newRunCommand(name, version, nil))
 	root.AddCommand(NewControlPlaneCommand())
 	root.AddCommand(NewSignalCommand())
 	root.AddCommand(NewStatusCommand())
 	root.AddCommand(NewGraphCommand())
-	root.AddCommand(NewDevCommand())
+	root.AddCommand(newDevCommand(name))
 	root.AddCommand(NewImportCommand())
 	return root
 }

@@ -42,17 +42,28 @@ type RunOptions struct {
 }
 
 // NewRunCommand returns `run`: one replica of the module that hosts components
-// (module.Registered() when nil), version as its version.
+// (module.Registered() when nil), version as its version. --name is required;
+// NewRootCommand's `run` defaults it to the binary's name instead.
 func NewRunCommand(version string, components []module.Component) *cobra.Command {
+	return newRunCommand("", version, components)
+}
+
+// newRunCommand is `run` with --name defaulting to name, or required when
+// name is empty.
+func newRunCommand(name, version string, components []module.Component) *cobra.Command {
 	o := RunOptions{}
+	use, example := "run --name NAME", "tinymod run --name tinymod"
+	if name != "" {
+		use, example = "run [--name NAME]", name+" run"
+	}
 	cmd := &cobra.Command{
-		Use:   "run --name NAME",
+		Use:   use,
 		Short: "Run one replica of the module",
 		Long: `Runs one replica of the module: it runs every TinyNode of the module, campaigns
 for the module's Lease (NAME-leader) and, while it holds it, processes
 TinySignals and writes status. Start several for a module that survives the
 loss of any one of them.`,
-		Example: `  tinymod run --name tinymod --grpc-listen 127.0.0.1:0 --metrics-bind-address 0 --health-probe-bind-address 0`,
+		Example: "  " + example + " --grpc-listen 127.0.0.1:0 --metrics-bind-address 0 --health-probe-bind-address 0",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -61,7 +72,11 @@ loss of any one of them.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Name, "name", "", "the module's name: its TinyModule, its Lease NAME-leader, the spec.module of its nodes (required)")
+	nameUsage := "the module's name: its TinyModule, its Lease NAME-leader, the spec.module of its nodes"
+	if name == "" {
+		nameUsage += " (required)"
+	}
+	f.StringVar(&o.Name, "name", name, nameUsage)
 	f.StringVar(&o.Namespace, "namespace", "", "the module's namespace (default $POD_NAMESPACE, else default)")
 	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster, else $KUBECONFIG, else ~/.kube/config)")
 	f.StringVar(&o.Identity, "identity", "", "this replica's identity (default $POD_NAME, else hostname plus a random suffix)")
@@ -80,7 +95,9 @@ loss of any one of them.`,
 	f.IntVar(&o.KubeBurst, "kube-api-burst", 0, "API request burst (0: 60)")
 	f.StringVar(&o.LeaderJournal, "leader-journal", "", "append a JSON line to this file each time leadership is confirmed for leader-only work, "+
 		"with identity, lease transitions and CLOCK_MONOTONIC times, for auditing that no two replicas lead at once")
-	_ = cmd.MarkFlagRequired("name")
+	if name == "" {
+		_ = cmd.MarkFlagRequired("name")
+	}
 	return cmd
 }
 

@@ -56,12 +56,24 @@ type NodeStatus struct {
 	Flow      string `json:"flow,omitempty"`
 	Ready     string `json:"ready"`
 	Error     string `json:"error,omitempty"`
+	// Reason says why a node has no Ready condition when tinymod can tell:
+	// no replica of its module is running (none has a live membership Lease),
+	// as when a module was started without --name or under another name.
+	Reason string `json:"reason,omitempty"`
 	// Errors, ErrorsPerSecond and LastError come from the module's replicas
 	// (failed deliveries and panics they saw), not from the API server.
 	Errors          uint64  `json:"errors,omitempty"`
 	ErrorsPerSecond float64 `json:"errorsPerSecond,omitempty"`
 	LastError       string  `json:"lastError,omitempty"`
 	LastErrorAge    string  `json:"lastErrorAge,omitempty"`
+}
+
+// Problem is what is wrong with the node: its status.error, else Reason.
+func (n NodeStatus) Problem() string {
+	if n.Error != "" {
+		return n.Error
+	}
+	return n.Reason
 }
 
 // GetStatus reads the namespace's modules, replicas and nodes.
@@ -94,6 +106,7 @@ func GetStatus(ctx context.Context, c client.Client, ns string) (*Status, error)
 		s.Addr, s.Version = m.Status.Addr, m.Status.Version
 	}
 	now := time.Now()
+	live := map[string]bool{} // modules with a replica whose membership Lease is current
 	for _, l := range leases.Items {
 		holder := ""
 		if l.Spec.HolderIdentity != nil {
@@ -106,6 +119,9 @@ func GetStatus(ctx context.Context, c client.Client, ns string) (*Status, error)
 			}
 			s := get(module)
 			s.Replicas = append(s.Replicas, r)
+			if !leader.MemberExpired(&l, now, 0) {
+				live[module] = true
+			}
 			continue
 		}
 		if module, ok := strings.CutSuffix(l.Name, "-leader"); ok {
@@ -123,6 +139,9 @@ func GetStatus(ctx context.Context, c client.Client, ns string) (*Status, error)
 		ns := NodeStatus{Name: n.Name, Component: n.Spec.Component, Flow: n.Labels[v1alpha1.FlowNameLabel], Ready: "Unknown", Error: n.Status.Error}
 		if c := meta.FindStatusCondition(n.Status.Conditions, v1alpha1.ConditionReady); c != nil {
 			ns.Ready = string(c.Status)
+		}
+		if !live[n.Spec.Module] {
+			ns.Reason = fmt.Sprintf("no replica of module %q is running", n.Spec.Module)
 		}
 		get(n.Spec.Module).Nodes = append(get(n.Spec.Module).Nodes, ns)
 	}
@@ -168,7 +187,7 @@ func (s *Status) Print(w io.Writer) {
 			if n.LastError != "" {
 				last = fmt.Sprintf("%s ago: %s", n.LastErrorAge, n.LastError)
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%.1f\t%s\n", n.Name, n.Component, n.Ready, dash(n.Error), n.ErrorsPerSecond, last)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%.1f\t%s\n", n.Name, n.Component, n.Ready, dash(n.Problem()), n.ErrorsPerSecond, last)
 		}
 	}
 	_ = tw.Flush()
