@@ -115,7 +115,7 @@ func TestLaggingWatchEventKeepsTheTerm(t *testing.T) {
 	e.mu.Unlock()
 	v, _ := strconv.Atoi(ours)
 
-	r.watcher.Modify(lease("b", strconv.Itoa(v-1), 0))                  // lagging: older than what we wrote
+	r.watcher.Modify(lease("b", strconv.Itoa(v-1), 0))                 // lagging: older than what we wrote
 	r.watcher.Modify(lease("a", strconv.Itoa(v+1), transitions(term))) // newer, ours: the marker
 	waitFor(t, "the marker version", func() bool {
 		e.mu.Lock()
