@@ -51,6 +51,7 @@ type StatusWriter struct {
 	OnWrite func(node string)
 
 	mu       sync.Mutex
+	written  map[string]string // node -> resourceVersion of the last write
 	pending  map[string]*batch
 	inflight int        // batches gathered or being written
 	idle     *sync.Cond // signalled when inflight drops to zero
@@ -89,6 +90,25 @@ func (w *StatusWriter) Refresh(node string) {
 	if term := w.Leader.Current(); term.Confirm("status " + node) {
 		w.enqueue(node, change{term: term})
 	}
+}
+
+// Behind reports whether node is older than this writer's last write of it:
+// a copy from a cache that has not seen that write yet. Reconciling such a
+// copy would hand the component status it has already moved past (a ticker
+// stopped, then restarted by the copy of its start); the write's own watch
+// event brings the node again.
+func (w *StatusWriter) Behind(node *v1alpha1.TinyNode) bool {
+	w.mu.Lock()
+	last := w.written[node.Name]
+	w.mu.Unlock()
+	return last != "" && leader.Newer(node.ResourceVersion, last)
+}
+
+// Forget drops what the writer knows of a node that is gone.
+func (w *StatusWriter) Forget(node string) {
+	w.mu.Lock()
+	delete(w.written, node)
+	w.mu.Unlock()
 }
 
 // Flush waits for every pending batch to be written.
@@ -229,6 +249,12 @@ func (w *StatusWriter) apply(ctx context.Context, name string, b *batch, results
 		err := w.Client.Status().Update(ctx, node)
 		switch {
 		case err == nil:
+			w.mu.Lock()
+			if w.written == nil {
+				w.written = map[string]string{}
+			}
+			w.written[name] = node.ResourceVersion
+			w.mu.Unlock()
 			if w.OnWrite != nil {
 				w.OnWrite(name)
 			}

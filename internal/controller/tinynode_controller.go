@@ -208,6 +208,11 @@ func (r *TinyNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 			return ctrl.Result{}, err
 		}
 	}
+	if r.Status != nil && r.Status.Behind(node) {
+		// The cache has not caught up with this replica's own status write;
+		// the write's event brings the node again (the requeue is a net).
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	}
 	// The scheduler keeps what it is given, and the finalizer's write changes node.
 	problems := r.Scheduler.Update(ctx, node.DeepCopy())
 	changed := r.remember(node, problems)
@@ -247,6 +252,9 @@ func (r *TinyNodeReconciler) addFinalizer(ctx context.Context, node *v1alpha1.Ti
 
 func (r *TinyNodeReconciler) forget(name string) {
 	r.Scheduler.Remove(name)
+	if r.Status != nil {
+		r.Status.Forget(name)
+	}
 	r.mu.Lock()
 	delete(r.applied, name)
 	delete(r.panics, name)

@@ -77,17 +77,42 @@ func New(t testing.TB, components ...module.Component) *Flow {
 	}
 	f.s = s
 	t.Cleanup(s.Stop)
-	// A status write reaches every instance on _reconcile, as the watch brings it.
+	// A status write reaches every instance on _reconcile, as the watch
+	// brings it: in order, off the writer's goroutine, and always the latest
+	// status, as a cache would hand it.
+	kick, stop, stopped := make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+	latest := map[string]*v1alpha1.TinyNode{}
 	f.Status.onWrite = func(n *v1alpha1.TinyNode) {
 		f.mu.Lock()
-		spec, ok := f.nodes[n.Name]
-		f.mu.Unlock()
-		if ok {
+		if spec, ok := f.nodes[n.Name]; ok {
 			next := spec.DeepCopy()
 			next.Status = n.Status
-			go s.Update(context.Background(), next)
+			latest[n.Name] = next
+		}
+		f.mu.Unlock()
+		select {
+		case kick <- struct{}{}:
+		default:
 		}
 	}
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-kick:
+			}
+			f.mu.Lock()
+			todo := latest
+			latest = map[string]*v1alpha1.TinyNode{}
+			f.mu.Unlock()
+			for _, n := range todo {
+				s.Update(context.Background(), n)
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-stopped })
 	f.Add(SinkNode, SinkComponent, nil, nil)
 	return f
 }
