@@ -25,6 +25,10 @@ func Register(c module.Component) {
 	tm.Register(adapter.Wrap(c))
 }
 
+// Adapt returns c as Register runs it, under the SDK's contract: for tests
+// that run it through tinymod's module/moduletest.
+func Adapt(c module.Component) module.Component { return adapter.Wrap(c) }
+
 // Get returns the components registered here, as they were given.
 func Get() []module.Component {
 	mu.Lock()
