@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
+	"sync"
 
 	"github.com/invopop/jsonschema"
 	validator "github.com/santhosh-tekuri/jsonschema/v6"
@@ -49,6 +51,10 @@ type Description struct {
 // with its zero value, a nil slice or map as an empty one, and a default that
 // still breaks the schema is left out, with the contradictions in the
 // schema's $comment.
+//
+// Descriptions are kept by type and value: ports are described again every
+// time a component's ports are read, which is often, and reflecting a type
+// costs about 200 µs.
 func Describe(v any) (Description, error) {
 	if v == nil {
 		return Description{Schema: json.RawMessage(`{}`)}, nil
@@ -57,6 +63,57 @@ func Describe(v any) (Description, error) {
 	if raw, err := json.Marshal(v); err == nil && !bytes.Equal(raw, []byte("null")) {
 		def = raw
 	}
+	key := describedKey{typ: reflect.TypeOf(v), def: string(def)}
+	if d, ok := described.get(key); ok {
+		return d, nil
+	}
+	d, err := describe(v, def)
+	if err == nil {
+		described.put(key, d)
+	}
+	return d.clone(), err
+}
+
+// describedKey is a value's type and JSON.
+type describedKey struct {
+	typ reflect.Type
+	def string
+}
+
+// describedCache holds at most describedMax descriptions, and starts over
+// when full: values that change with every call (a control port showing a
+// counter) must not grow it without bound.
+type describedCache struct {
+	mu sync.Mutex
+	m  map[describedKey]Description
+}
+
+const describedMax = 4096
+
+var described = &describedCache{m: map[describedKey]Description{}}
+
+func (c *describedCache) get(k describedKey) (Description, bool) {
+	c.mu.Lock()
+	d, ok := c.m[k]
+	c.mu.Unlock()
+	return d.clone(), ok
+}
+
+func (c *describedCache) put(k describedKey, d Description) {
+	c.mu.Lock()
+	if len(c.m) >= describedMax {
+		c.m = map[describedKey]Description{}
+	}
+	c.m[k] = d.clone()
+	c.mu.Unlock()
+}
+
+// clone copies d, so that no caller shares the cached bytes.
+func (d Description) clone() Description {
+	return Description{Schema: bytes.Clone(d.Schema), Contradictions: slices.Clone(d.Contradictions)}
+}
+
+func describe(v any, def json.RawMessage) (Description, error) {
 	if sdkStyle(reflect.TypeOf(v)) {
 		s, err := reflectSDK(v)
 		if err != nil {
