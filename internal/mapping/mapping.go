@@ -152,7 +152,7 @@ func compileExpr(src string) (exprNode, error) {
 		expr.AllowUndefinedVariables(),
 		expr.MaxNodes(maxNodes),
 		expr.Patch(optionalMembers{}),
-	}, baseOptions...)
+	}, append(arithmeticOptions, baseOptions...)...)
 	p, err := expr.Compile(rewritten, append(opts, queries...)...)
 	if err != nil {
 		return exprNode{}, fmt.Errorf("expression %q: %w", src, err)
