@@ -3,9 +3,9 @@ package controller
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
 	"sync"
 	"time"
 
@@ -14,10 +14,13 @@ import (
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
 	"github.com/tinymod/tinymod/internal/leader"
+	"github.com/tinymod/tinymod/internal/scheduler"
 )
 
 // ErrNotLeader is returned for a status write asked of a replica that does not lead.
-var ErrNotLeader = errors.New("this replica does not lead the module")
+// It is the scheduler's, so that a component's write that meets the end of
+// a term can be told apart.
+var ErrNotLeader = scheduler.ErrNotLeader
 
 // DefaultStatusWindow is how long StatusWriter gathers changes to one node
 // before writing them together.
@@ -101,7 +104,11 @@ func (w *StatusWriter) Behind(node *v1alpha1.TinyNode) bool {
 	w.mu.Lock()
 	last := w.written[node.Name]
 	w.mu.Unlock()
-	return last != "" && leader.Newer(node.ResourceVersion, last)
+	// resourceVersions are opaque; etcd's are numbers that grow with every
+	// write, and only those are compared: anything else is never behind.
+	have, err1 := strconv.ParseUint(node.ResourceVersion, 10, 64)
+	wrote, err2 := strconv.ParseUint(last, 10, 64)
+	return err1 == nil && err2 == nil && have < wrote
 }
 
 // Forget drops what the writer knows of a node that is gone.

@@ -118,8 +118,11 @@ func (inst *instance) forwardMetadata(ctx context.Context, fn func(*v1alpha1.Tin
 	if inst.s.opts.Transport == nil {
 		return module.Permanent(fmt.Errorf("%s: a reader's metadata write needs the transport to the leader, and this replica has none", inst.name))
 	}
+	// The component's context may be a message's, about to end; the write
+	// still matters. It ends with the instance, or after ForwardTimeout.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ForwardTimeout)
 	defer cancel()
+	defer context.AfterFunc(inst.ctx, cancel)()
 	msg := Msg{To: inst.name + "." + MetadataPort, From: inst.name + "." + v1alpha1.ReconcilePort, Data: patch}
 	backoff := 100 * time.Millisecond
 	for {
@@ -127,6 +130,7 @@ func (inst *instance) forwardMetadata(ctx context.Context, fn func(*v1alpha1.Tin
 		err, failed := res.(error)
 		if !failed || err == nil {
 			inst.s.metrics.forwarded.WithLabelValues(inst.s.opts.Module.Name, "sent").Inc()
+			inst.refreshSoon() // the ports may follow the state written
 			return nil
 		}
 		if module.IsPermanent(err) || ctx.Err() != nil {
@@ -153,14 +157,14 @@ func (inst *instance) forwardFailed(err error) error {
 // it does not lead: the sender tries again, at the leader it finds then.
 var ErrNotLeader = errors.New("this replica does not lead the module")
 
-// applyForwarded writes a reader's metadata change, on the leader.
+// applyForwarded writes a reader's metadata change, on the leader. It needs
+// no instance of the node (the status writer reads the node afresh): a
+// leader that has not started the node yet writes it all the same. It
+// refuses, for good, a change for a node of another module or of a component
+// that does not forward its metadata.
 func (s *Scheduler) applyForwarded(ctx context.Context, node string, msg Msg) any {
 	if msg.From != node+"."+v1alpha1.ReconcilePort {
 		return module.Permanent(fmt.Errorf("%w: %s.%s takes only the node's own forwarded metadata", ErrNoPort, node, MetadataPort))
-	}
-	inst := s.instance(node)
-	if inst == nil {
-		return fmt.Errorf("%w: %s in module %s", ErrNoNode, node, s.opts.Module.Name)
 	}
 	var patch MetadataPatch
 	switch d := msg.Data.(type) {
@@ -175,14 +179,28 @@ func (s *Scheduler) applyForwarded(ctx context.Context, node string, msg Msg) an
 			return module.Permanent(fmt.Errorf("metadata for %s: %w", node, err))
 		}
 	}
-	if s.opts.Status == nil || !s.opts.Leader.Current().Confirm(inst.action) {
+	action := "node " + node
+	if s.opts.Status == nil || !s.opts.Leader.Current().Confirm(action) {
 		return ErrNotLeader
+	}
+	n, ok := s.opts.Lookup(node)
+	if !ok {
+		// Not in this replica's cache yet: the sender tries again.
+		return fmt.Errorf("metadata for %s: the node is not known here yet", node)
+	}
+	if n.Spec.Module != s.opts.Module.Name {
+		return module.Permanent(fmt.Errorf("metadata for %s: the node belongs to module %s, not %s", node, n.Spec.Module, s.opts.Module.Name))
+	}
+	if c, ok := s.components[n.Spec.Component]; !ok || !contractOf(c).ForwardMetadata {
+		return module.Permanent(fmt.Errorf("metadata for %s: component %q does not forward its metadata", node, n.Spec.Component))
 	}
 	err := s.opts.Status.UpdateStatus(ctx, node, func(n *v1alpha1.TinyNode) error { patch.apply(n); return nil })
 	if err != nil {
 		return err
 	}
 	s.metrics.forwarded.WithLabelValues(s.opts.Module.Name, "written").Inc()
-	inst.refreshSoon()
+	if inst := s.instance(node); inst != nil {
+		inst.refreshSoon()
+	}
 	return nil
 }

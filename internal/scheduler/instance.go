@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"runtime/debug"
@@ -51,6 +52,7 @@ type instance struct {
 	// portsWanted counts the refreshes asked for and portsRead those done;
 	// refreshed is closed and replaced when one is done (see awaitPorts).
 	portsWanted, portsRead atomic.Uint64
+	portsSeq               atomic.Uint64 // reads of the ports begun
 	refreshed              chan struct{} // under refreshMu
 
 	// started is closed once the first update has delivered the node's
@@ -63,13 +65,14 @@ type instance struct {
 	settings []byte // canonical JSON of the settings last delivered
 	client   bool   // the resource manager has been delivered on _client
 
-	mu       sync.RWMutex
-	ports    map[string]*port // the component's ports by name
-	info     module.ComponentInfo
-	statuses []v1alpha1.PortStatus // the ports as published, in the component's order
-	edges    map[string][]*edge    // output port -> its edges, in spec order
-	mappings map[mappingKey]*compiledMapping
-	node     *v1alpha1.TinyNode
+	mu          sync.RWMutex
+	ports       map[string]*port // the component's ports by name
+	portsStored uint64           // the portsSeq of the read that made ports
+	info        module.ComponentInfo
+	statuses    []v1alpha1.PortStatus // the ports as published, in the component's order
+	edges       map[string][]*edge    // output port -> its edges, in spec order
+	mappings    map[mappingKey]*compiledMapping
+	node        *v1alpha1.TinyNode
 }
 
 type mappingKey struct{ from, port string }
@@ -130,7 +133,7 @@ func (inst *instance) discard() {
 }
 
 // update applies a new version of the node's spec.
-func (inst *instance) update(node *v1alpha1.TinyNode) []Problem {
+func (inst *instance) update(ctx context.Context, node *v1alpha1.TinyNode) []Problem {
 	inst.updateMu.Lock()
 	defer inst.updateMu.Unlock()
 
@@ -144,10 +147,11 @@ func (inst *instance) update(node *v1alpha1.TinyNode) []Problem {
 	}
 	// What the component sends while it takes its first settings and
 	// _reconcile may come back to it along a cycle: that must not wait for
-	// the start it is part of.
+	// the start it is part of, nor for the start of a node whose message
+	// made this one (ctx's chain).
 	sys := inst.systemContext()
 	if prev == nil {
-		sys = context.WithValue(sys, startingKey{inst}, true)
+		sys = context.WithValue(sys, startingKey{}, &startChain{inst: inst, next: startingIn(ctx)})
 		defer inst.markStarted()
 	}
 
@@ -299,6 +303,9 @@ func (inst *instance) settingsLocked(sys context.Context, raw []byte) (*Problem,
 // once published (readers hold them without the lock): the table is replaced
 // whole. A component whose Ports or GetInfo panics keeps its last table.
 func (inst *instance) refreshPorts() {
+	// Reads may overlap (an update's and refreshSoon's): the table of the
+	// read that began last wins, whichever ends last.
+	seq := inst.portsSeq.Add(1)
 	var (
 		defs []module.Port
 		info module.ComponentInfo
@@ -315,7 +322,9 @@ func (inst *instance) refreshPorts() {
 	fresh := inst.s.portsOf(inst.name, defs, inst.contract.DecodeOverZero)
 	statuses := PortStatuses(defs)
 	inst.mu.Lock()
-	inst.ports, inst.info, inst.statuses = fresh, info, statuses
+	if seq > inst.portsStored {
+		inst.ports, inst.info, inst.statuses, inst.portsStored = fresh, info, statuses, seq
+	}
 	inst.mu.Unlock()
 }
 
@@ -432,9 +441,20 @@ func (inst *instance) portLocked(name string) *port {
 // message for ever). Past it, the message is delivered anyway.
 const StartWait = 5 * time.Second
 
-// startingKey marks the context of an instance's first update, so that what
-// the component sends from it and comes back to it does not wait for it.
-type startingKey struct{ inst *instance }
+// startingKey marks the context of an instance's first update with the
+// instances starting in it, so that what the component sends from it and
+// comes back to one of them does not wait for it.
+type startingKey struct{}
+
+type startChain struct {
+	inst *instance
+	next *startChain
+}
+
+func startingIn(ctx context.Context) *startChain {
+	c, _ := ctx.Value(startingKey{}).(*startChain)
+	return c
+}
 
 func (inst *instance) markStarted() { inst.startOnce.Do(func() { close(inst.started) }) }
 
@@ -448,8 +468,10 @@ func (inst *instance) awaitStart(ctx context.Context) error {
 		return nil
 	default:
 	}
-	if ctx.Value(startingKey{inst}) != nil {
-		return nil
+	for c := startingIn(ctx); c != nil; c = c.next {
+		if c.inst == inst {
+			return nil
+		}
 	}
 	t := time.NewTimer(StartWait)
 	defer t.Stop()
@@ -475,6 +497,17 @@ func (inst *instance) receive(ctx context.Context, from, portName string, data a
 		}
 	}
 	inst.awaitPorts(ctx)
+	if inst.ctx.Err() != nil {
+		// The instance went while the message waited (its node deleted, its
+		// component changed): the message goes to the one that replaced
+		// it, if any, never to a destroyed component.
+		if next := inst.s.instance(inst.name); next != nil && next != inst && next.ctx.Err() == nil {
+			return next.receive(ctx, from, portName, data)
+		}
+		err := module.Permanent(fmt.Errorf("%w: %s went while the message waited", ErrNoNode, inst.name))
+		inst.s.failed(inst.name, edgeOrPort(from, portName), from, err)
+		return err
+	}
 	inst.mu.RLock()
 	p := inst.ports[portName]
 	var m *compiledMapping
@@ -668,6 +701,10 @@ func (inst *instance) reconcileOutput(ctx context.Context, data any) any {
 		return err
 	}
 	if err := inst.s.opts.Status.UpdateStatus(ctx, inst.name, guarded); err != nil {
+		if errors.Is(err, ErrNotLeader) && inst.contract.ForwardMetadata {
+			// The term ended under the write: the next leader writes it.
+			return inst.forwardMetadata(ctx, fn)
+		}
 		return err
 	}
 	inst.refreshSoon()

@@ -217,7 +217,7 @@ func (s *Scheduler) Update(ctx context.Context, node *v1alpha1.TinyNode) []Probl
 	if problem != nil {
 		return []Problem{*problem}
 	}
-	problems := inst.update(node)
+	problems := inst.update(ctx, node)
 	s.countInstances()
 	return problems
 }
@@ -241,6 +241,7 @@ func (s *Scheduler) instanceFor(name, componentName string, component module.Com
 		}
 		s.mu.Unlock()
 		if inst != nil {
+			inst.deleted() // the node is gone for that component
 			inst.destroy()
 		}
 

@@ -48,10 +48,13 @@ type Flow struct {
 	// Sink records what arrives at "sink.in".
 	Sink *Sink
 
-	t     testing.TB
-	s     *scheduler.Scheduler
-	mu    sync.Mutex
-	nodes map[string]*v1alpha1.TinyNode
+	t  testing.TB
+	s  *scheduler.Scheduler
+	mu sync.Mutex
+	// nodeMu orders, per node, the test's applies and removals with the
+	// statuses writes bring back, as a controller's queue does per key.
+	nodeMu map[string]*sync.Mutex
+	nodes  map[string]*v1alpha1.TinyNode
 }
 
 // New returns a leading Flow hosting components and the sink; it stops when
@@ -81,14 +84,10 @@ func New(t testing.TB, components ...module.Component) *Flow {
 	// brings it: in order, off the writer's goroutine, and always the latest
 	// status, as a cache would hand it.
 	kick, stop, stopped := make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
-	latest := map[string]*v1alpha1.TinyNode{}
+	latest := map[string]v1alpha1.TinyNodeStatus{}
 	f.Status.onWrite = func(n *v1alpha1.TinyNode) {
 		f.mu.Lock()
-		if spec, ok := f.nodes[n.Name]; ok {
-			next := spec.DeepCopy()
-			next.Status = n.Status
-			latest[n.Name] = next
-		}
+		latest[n.Name] = n.Status
 		f.mu.Unlock()
 		select {
 		case kick <- struct{}{}:
@@ -103,12 +102,24 @@ func New(t testing.TB, components ...module.Component) *Flow {
 				return
 			case <-kick:
 			}
+			// The status goes with the node's spec as it is now: a node
+			// applied again since keeps its new spec, a removed one stays
+			// removed.
 			f.mu.Lock()
 			todo := latest
-			latest = map[string]*v1alpha1.TinyNode{}
+			latest = map[string]v1alpha1.TinyNodeStatus{}
 			f.mu.Unlock()
-			for _, n := range todo {
-				s.Update(context.Background(), n)
+			for name, status := range todo {
+				unlock := f.lockNode(name)
+				f.mu.Lock()
+				spec, ok := f.nodes[name]
+				f.mu.Unlock()
+				if ok {
+					next := spec.DeepCopy()
+					next.Status = status
+					s.Update(context.Background(), next)
+				}
+				unlock()
 			}
 		}
 	}()
@@ -146,6 +157,11 @@ func (f *Flow) Apply(node *v1alpha1.TinyNode) []Problem {
 	if node.Spec.Module == "" {
 		node.Spec.Module = ModuleName
 	}
+	defer f.lockNode(node.Name)()
+	// As the API server would, the node keeps the status written so far.
+	if written := f.Status.Node(node.Name); node.Status.Metadata == nil && written.Metadata != nil {
+		node.Status = written
+	}
 	f.mu.Lock()
 	f.nodes[node.Name] = node
 	f.mu.Unlock()
@@ -156,8 +172,25 @@ func (f *Flow) Apply(node *v1alpha1.TinyNode) []Problem {
 	return out
 }
 
+// lockNode takes the node's lock and returns its release.
+func (f *Flow) lockNode(name string) func() {
+	f.mu.Lock()
+	if f.nodeMu == nil {
+		f.nodeMu = map[string]*sync.Mutex{}
+	}
+	m := f.nodeMu[name]
+	if m == nil {
+		m = &sync.Mutex{}
+		f.nodeMu[name] = m
+	}
+	f.mu.Unlock()
+	m.Lock()
+	return m.Unlock
+}
+
 // Remove stops a node's instance, as deleting its TinyNode does.
 func (f *Flow) Remove(name string) {
+	defer f.lockNode(name)()
 	f.mu.Lock()
 	delete(f.nodes, name)
 	f.mu.Unlock()

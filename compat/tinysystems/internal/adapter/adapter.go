@@ -4,6 +4,7 @@ package adapter
 
 import (
 	"context"
+	"reflect"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
 	compat "github.com/tinymod/tinymod/compat/tinysystems/module"
@@ -33,6 +34,9 @@ func (c *Component) Instance() module.Component {
 	inst := c.inner.Instance()
 	if inst == nil {
 		return nil
+	}
+	if v := reflect.ValueOf(inst); v.Kind() == reflect.Pointer && v.IsNil() {
+		return nil // a typed nil: no instance, as the scheduler reports
 	}
 	return Wrap(inst)
 }
@@ -66,6 +70,14 @@ func (c *Component) Handle(ctx context.Context, output module.Handler, port stri
 // RuntimeContract asks the scheduler for the SDK's contract.
 func (c *Component) RuntimeContract() contract.Contract {
 	return contract.Contract{ReconcileFirst: true, DecodeOverZero: true, ForwardMetadata: true, UnvalidatedSettings: true}
+}
+
+// Destroy runs the component's own Destroy, if it has one (tinymod's: on
+// deletion and when the replica stops).
+func (c *Component) Destroy() {
+	if d, ok := c.inner.(module.Destroyer); ok {
+		d.Destroy()
+	}
 }
 
 // NodeDeleted runs the component's OnDestroy, if it has one.

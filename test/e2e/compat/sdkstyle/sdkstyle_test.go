@@ -46,6 +46,20 @@ func (e *events) add(node, event string, details map[string]any) {
 	e.mu.Unlock()
 }
 
+// forget drops what was recorded of node: a test run again (-count) starts
+// afresh.
+func (e *events) forget(node string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	kept := e.all[:0]
+	for _, l := range e.all {
+		if !strings.HasPrefix(l, node+" ") {
+			kept = append(kept, l)
+		}
+	}
+	e.all = kept
+}
+
 func (e *events) of(node string) []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -103,13 +117,23 @@ func (m *memStatus) metadata(node string) map[string]string {
 	return nil
 }
 
+// nodes is what the schedulers' Lookup finds, as a replica's cache would.
+var nodes sync.Map // name -> *v1alpha1.TinyNode
+
 func newScheduler(t *testing.T, src leader.Source, status scheduler.StatusWriter, tr scheduler.Transport) *scheduler.Scheduler {
 	t.Helper()
 	register.Do(func() {
 		sdkstyle.Register("test")
 		sdkstyle.Observer = seen.add
 	})
-	s, err := scheduler.New(scheduler.Options{Module: module.Info{Name: "sdk"}, Leader: src, Status: status, Transport: tr})
+	lookup := func(name string) (*v1alpha1.TinyNode, bool) {
+		n, ok := nodes.Load(name)
+		if !ok {
+			return nil, false
+		}
+		return n.(*v1alpha1.TinyNode), true
+	}
+	s, err := scheduler.New(scheduler.Options{Module: module.Info{Name: "sdk"}, Leader: src, Status: status, Transport: tr, Lookup: lookup})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,6 +142,10 @@ func newScheduler(t *testing.T, src leader.Source, status scheduler.StatusWriter
 }
 
 func node(t *testing.T, name, component string, settings any, metadata map[string]string, edges ...v1alpha1.TinyNodeEdge) *v1alpha1.TinyNode {
+	if _, known := nodes.Load(name); !known {
+		seen.forget(name)
+	}
+	t.Cleanup(func() { nodes.Delete(name) })
 	n := &v1alpha1.TinyNode{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", UID: types.UID("uid-" + name)},
 		Spec:       v1alpha1.TinyNodeSpec{Module: "sdk", Component: component, Edges: edges},
@@ -135,6 +163,7 @@ func node(t *testing.T, name, component string, settings any, metadata map[strin
 
 func update(t *testing.T, s *scheduler.Scheduler, n *v1alpha1.TinyNode) {
 	t.Helper()
+	nodes.Store(n.Name, n)
 	if p := s.Update(context.Background(), n); len(p) > 0 {
 		t.Fatalf("node %s: %v", n.Name, p)
 	}
