@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -27,10 +29,13 @@ type RunOptions struct {
 	Name, Namespace, Kubeconfig, Identity string
 	GRPCListen, GRPCAdvertise             string
 	MetricsAddr, HealthAddr               string
-	LeaseDuration, RenewDeadline, Retry   time.Duration
-	LogFormat                             string
-	TokenFile                             string
-	InsecureGRPC                          bool
+	// PprofAddr serves net/http/pprof's /debug/pprof/ there; "" or "0"
+	// (the default) turns it off.
+	PprofAddr                           string
+	LeaseDuration, RenewDeadline, Retry time.Duration
+	LogFormat                           string
+	TokenFile                           string
+	InsecureGRPC                        bool
 	// KubeQPS and KubeBurst bound the replica's API requests (0: the
 	// replica's defaults).
 	KubeQPS   float32
@@ -84,6 +89,7 @@ loss of any one of them.`,
 	f.StringVar(&o.GRPCAdvertise, "grpc-advertise", "", "gRPC address other replicas and modules use (default: the listen address)")
 	f.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "Prometheus metrics address; 0 turns them off")
 	f.StringVar(&o.HealthAddr, "health-probe-bind-address", ":8081", "/healthz and /readyz address; 0 turns them off")
+	f.StringVar(&o.PprofAddr, "pprof-bind-address", "", "serve Go's profiles (net/http/pprof, /debug/pprof/) on this address; empty or 0 (the default) turns it off")
 	f.DurationVar(&o.LeaseDuration, "lease-duration", leader.DefaultLeaseDuration, "how long others wait after a renewal before taking the lease")
 	f.DurationVar(&o.RenewDeadline, "renew-deadline", leader.DefaultRenewDeadline, "how long a leader leads after its last successful renewal")
 	f.DurationVar(&o.Retry, "retry-period", leader.DefaultRetryPeriod, "time between renewals and acquire attempts")
@@ -180,6 +186,15 @@ func run(ctx context.Context, o RunOptions, version string, components []module.
 		}
 		defer journal.Close()
 	}
+	if o.PprofAddr != "" && o.PprofAddr != "0" {
+		stopPprof, addr, err := servePprof(o.PprofAddr)
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("--pprof-bind-address: %w", err)
+		}
+		defer stopPprof()
+		log.Info("pprof listening", "addr", addr)
+	}
 	log.Info("gRPC listening", "addr", ln.Addr().String(), "advertise", advertise, "authenticated", token != "")
 
 	replicaDone := make(chan error, 1)
@@ -214,6 +229,24 @@ func run(ctx context.Context, o RunOptions, version string, components []module.
 	}
 	log.Info("exiting")
 	return runErr
+}
+
+// servePprof serves net/http/pprof's handlers on addr until stop is called.
+// It listens before it returns, so a bad address fails the start.
+func servePprof(addr string) (stop func(), bound string, err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return func() { _ = srv.Close() }, ln.Addr().String(), nil
 }
 
 // TokenEnv names the environment variable holding the shared gRPC token.
