@@ -89,6 +89,9 @@ type Elector struct {
 	observed   chan struct{}
 	acquirable time.Duration // when the lease last became acquirable for us
 	termNo     int64         // the Lease's transition count for the current term
+	// mayHold is set when an acquisition was given up on with its context
+	// (the replica stopping): it may have landed all the same.
+	mayHold bool
 }
 
 // New validates the options and returns an Elector.
@@ -305,6 +308,11 @@ func (e *Elector) acquire(ctx context.Context, lease *coordinationv1.Lease) erro
 		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
 			e.refresh(ctx)
 		}
+		if ctx.Err() != nil {
+			e.mu.Lock()
+			e.mayHold = true
+			e.mu.Unlock()
+		}
 		return fmt.Errorf("acquire lease %s: %w", e.opts.Name, err)
 	}
 	e.startTerm(got, sent)
@@ -459,7 +467,11 @@ func (e *Elector) endLeadership(why string) {
 func (e *Elector) resign() {
 	e.mu.Lock()
 	if !e.leading {
+		mayHold := e.mayHold
 		e.mu.Unlock()
+		if mayHold {
+			e.releaseIfOurs()
+		}
 		return
 	}
 	e.stepping = true
@@ -518,6 +530,30 @@ func (e *Elector) resign() {
 		}
 		lease = fresh
 	}
+}
+
+// releaseIfOurs releases the lease if it names this replica: an acquisition
+// given up on as the replica stopped may have landed, and the others must
+// not wait a lease duration for a replica that is gone.
+func (e *Elector) releaseIfOurs() {
+	ctx, cancel := context.WithTimeout(context.Background(), e.opts.RenewDeadline)
+	defer cancel()
+	leases := e.opts.Client.CoordinationV1().Leases(e.opts.Namespace)
+	l, err := leases.Get(ctx, e.opts.Name, metav1.GetOptions{})
+	if err != nil || holder(l) != e.opts.Identity {
+		return
+	}
+	empty := ""
+	one := int32(1)
+	now := metav1.NowMicro()
+	l.Spec.HolderIdentity = &empty
+	l.Spec.LeaseDurationSeconds = &one
+	l.Spec.RenewTime = &now
+	if _, err := leases.Update(ctx, l, metav1.UpdateOptions{}); err != nil {
+		e.opts.Log.Error(err, "release a lease acquired while stopping")
+		return
+	}
+	e.opts.Log.Info("released a lease acquired while stopping", "lease", e.opts.Name)
 }
 
 // watch feeds every version of the lease into the loop, re-listing after errors.

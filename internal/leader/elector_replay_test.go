@@ -210,3 +210,41 @@ func TestATermNeverComesBack(t *testing.T) {
 		t.Error("the first term is valid again in the second")
 	}
 }
+
+// TestAcquisitionLandingAsTheReplicaStopsIsReleased: the replica stops while
+// its acquisition is in flight; the API server took it, but the answer is
+// lost with the cancelled request. The stopping replica must release the
+// lease it holds without knowing, not leave the others to wait it out.
+func TestAcquisitionLandingAsTheReplicaStopsIsReleased(t *testing.T) {
+	cs := fake.NewClientset()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cs.PrependReactor("create", "leases", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		obj := action.(k8stesting.CreateAction).GetObject().(*coordinationv1.Lease)
+		obj.ResourceVersion = "1"
+		if err := cs.Tracker().Create(coordinationv1.SchemeGroupVersion.WithResource("leases"), obj, "ns"); err != nil {
+			return true, nil, err
+		}
+		cancel() // the replica stops; the answer is lost with the request
+		return true, nil, context.Canceled
+	})
+	e, err := New(Options{Config: Config{LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second},
+		Client: cs, Namespace: "ns", Name: "l", Identity: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = e.Run(ctx) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after its context ended")
+	}
+	l, err := cs.CoordinationV1().Leases("ns").Get(context.Background(), "l", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := holder(l); h != "" {
+		t.Errorf("lease still held by %q after the replica stopped", h)
+	}
+}
