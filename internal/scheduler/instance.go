@@ -36,6 +36,10 @@ type instance struct {
 	// ctx lives as long as the instance; system ports are delivered with it.
 	ctx    context.Context
 	cancel context.CancelFunc
+	// values carries what every Handle's context asks of the node (this
+	// replica's leadership, the node's logger) and nothing else: a business
+	// message's context looks them up here (see msgContext).
+	values context.Context
 
 	// termCtx is ctx also ended by the leadership term termOf; one per term,
 	// so that system deliveries do not each hang a new child on ctx.
@@ -95,10 +99,11 @@ type edge struct {
 
 func (s *Scheduler) newInstance(name, componentName string, c module.Component) *instance {
 	log := s.opts.Log.WithValues("node", name)
-	ctx, cancel := context.WithCancel(module.WithLog(leader.NewContext(context.Background(), s.opts.Leader, "node "+name), log))
+	values := module.WithLog(leader.NewContext(context.Background(), s.opts.Leader, "node "+name), log)
+	ctx, cancel := context.WithCancel(values)
 	inst := &instance{
 		s: s, name: name, componentName: componentName, component: c, action: "node " + name,
-		ctx: ctx, cancel: cancel, log: log, contract: contractOf(c),
+		ctx: ctx, cancel: cancel, values: values, log: log, contract: contractOf(c),
 		started:   make(chan struct{}),
 		refreshed: make(chan struct{}),
 		edges:     map[string][]*edge{},
@@ -486,8 +491,9 @@ func (inst *instance) awaitStart(ctx context.Context) error {
 }
 
 // receive decodes a message arriving at one of this node's ports (through the
-// mapping of the edge it came along, if there is one) and handles it.
-func (inst *instance) receive(ctx context.Context, from, portName string, data any) any {
+// mapping of the edge it came along, if there is one) and handles it. The
+// message has taken hops hops.
+func (inst *instance) receive(ctx context.Context, hops int, from, portName string, data any) any {
 	// Its ports, too, may follow its first settings (a router's routes).
 	if !isSystemPort(portName) {
 		if err := inst.awaitStart(ctx); err != nil {
@@ -502,7 +508,7 @@ func (inst *instance) receive(ctx context.Context, from, portName string, data a
 		// component changed): the message goes to the one that replaced
 		// it, if any, never to a destroyed component.
 		if next := inst.s.instance(inst.name); next != nil && next != inst && next.ctx.Err() == nil {
-			return next.receive(ctx, from, portName, data)
+			return next.receive(ctx, hops, from, portName, data)
 		}
 		err := module.Permanent(fmt.Errorf("%w: %s went while the message waited", ErrNoNode, inst.name))
 		inst.s.failed(inst.name, edgeOrPort(from, portName), from, err)
@@ -543,10 +549,11 @@ func (inst *instance) receive(ctx context.Context, from, portName string, data a
 		return inst.handle(withMessageID(inst.systemContext(), ctx), p, from, portName, msg)
 	}
 	// Whoever delivered the message (an edge, a signal, another module), the
-	// component asks utils.IsLeader of this replica's leadership.
-	ctx, cancel := context.WithCancel(module.WithLog(leader.NewContext(ctx, inst.s.opts.Leader, inst.action), inst.log))
-	defer cancel()
-	return inst.handle(ctx, p, from, portName, msg)
+	// component asks utils.IsLeader of this replica's leadership, and logs
+	// as this node; the context ends when the message is answered.
+	mctx := newMsgContext(ctx, inst.values, hops)
+	defer mctx.answer()
+	return inst.handle(mctx, p, from, portName, msg)
 }
 
 // edgeOrPort names where a message came in, for failure logs: the edge it
@@ -635,33 +642,31 @@ func (inst *instance) send(ctx context.Context, portName string, data any) any {
 	if d > inst.s.opts.MaxDepth {
 		return module.Permanent(fmt.Errorf("%s.%s: %w: %d hops", inst.name, portName, ErrDepth, d-1))
 	}
-	// The targets ask utils.IsLeader of this replica: carry it once for
-	// every edge (free when ctx came from the sender's Handle).
-	ctx = WithDepth(leader.NewContext(ctx, inst.s.opts.Leader, inst.action), d)
-
+	// The hop count travels beside ctx: each target puts it, with its own
+	// values, into the one context layer it hands its component.
 	switch len(edges) {
 	case 0:
 		return nil
 	case 1:
-		return inst.deliverRetrying(ctx, edges[0], data)
+		return inst.deliverRetrying(ctx, d, edges[0], data)
 	}
-	return inst.fanOut(ctx, edges, data)
+	return inst.fanOut(ctx, d, edges, data)
 }
 
 // fanOut sends data along every edge at once and returns the first error in
 // edge order, or else the first edge's result. (Apart from send, so that a
 // single edge's message does not escape to the heap with the goroutines'.)
-func (inst *instance) fanOut(ctx context.Context, edges []*edge, data any) any {
+func (inst *instance) fanOut(ctx context.Context, hops int, edges []*edge, data any) any {
 	results := make([]any, len(edges))
 	var wg sync.WaitGroup
 	for i, e := range edges[1:] {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i+1] = inst.deliverRetrying(ctx, e, data)
+			results[i+1] = inst.deliverRetrying(ctx, hops, e, data)
 		}()
 	}
-	results[0] = inst.deliverRetrying(ctx, edges[0], data)
+	results[0] = inst.deliverRetrying(ctx, hops, edges[0], data)
 	wg.Wait()
 	for _, r := range results {
 		if err, ok := r.(error); ok && err != nil {
@@ -713,9 +718,9 @@ func (inst *instance) reconcileOutput(ctx context.Context, data any) any {
 
 // deliverRetrying sends data along one edge, again after transient errors as
 // the edge's retry policy allows, waiting backoff, then twice as long, ...
-func (inst *instance) deliverRetrying(ctx context.Context, e *edge, data any) any {
+func (inst *instance) deliverRetrying(ctx context.Context, hops int, e *edge, data any) any {
 	s := inst.s
-	res := s.deliver(ctx, e, data)
+	res := s.deliver(ctx, hops, e, data)
 	backoff := e.backoff
 	for attempt := 2; attempt <= e.attempts; attempt++ {
 		err, failed := res.(error)
@@ -730,15 +735,15 @@ func (inst *instance) deliverRetrying(ctx context.Context, e *edge, data any) an
 		case <-t.C:
 		}
 		backoff *= 2
-		res = s.deliver(ctx, e, data)
+		res = s.deliver(ctx, hops, e, data)
 	}
 	return res
 }
 
-// deliver sends data along one edge.
-func (s *Scheduler) deliver(ctx context.Context, e *edge, data any) any {
+// deliver sends data, which has taken hops hops with this one, along one edge.
+func (s *Scheduler) deliver(ctx context.Context, hops int, e *edge, data any) any {
 	if target := s.instance(e.toNode); target != nil {
-		return target.receive(ctx, e.from, e.toPort, data)
+		return target.receive(ctx, hops, e.from, e.toPort, data)
 	}
 	node, ok := s.opts.Lookup(e.toNode)
 	if !ok || !node.DeletionTimestamp.IsZero() {
@@ -752,12 +757,12 @@ func (s *Scheduler) deliver(ctx context.Context, e *edge, data any) any {
 		if target == nil {
 			return s.edgeFailed(e, fmt.Errorf("edge %s to %s: the node cannot run: %s", e.id, e.to, ProblemsText(problems)))
 		}
-		return target.receive(ctx, e.from, e.toPort, data)
+		return target.receive(ctx, hops, e.from, e.toPort, data)
 	}
 	if s.opts.Transport == nil {
 		return s.edgeFailed(e, module.Permanent(fmt.Errorf("edge %s to %s: node of module %s, and this replica has no transport to other modules", e.id, e.to, node.Spec.Module)))
 	}
-	res := s.opts.Transport.Send(ctx, node.Spec.Module, Msg{To: e.to, From: e.from, Data: data})
+	res := s.opts.Transport.Send(WithDepth(ctx, hops), node.Spec.Module, Msg{To: e.to, From: e.from, Data: data})
 	if err, isErr := res.(error); isErr && err != nil {
 		s.edgeFailed(e, err)
 	}

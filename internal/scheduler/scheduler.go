@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -325,12 +326,13 @@ func (s *Scheduler) Handle(ctx context.Context, msg Msg) any {
 	if msg.ID != "" {
 		ctx = module.WithMessageID(ctx, msg.ID)
 	}
-	if d := depth(ctx); d < 0 || d > s.opts.MaxDepth {
+	d := depth(ctx)
+	if d < 0 || d > s.opts.MaxDepth {
 		err := module.Permanent(fmt.Errorf("%s: %w: %d hops", msg.To, ErrDepth, d))
 		s.failed(nodeName, "port "+port, msg.From, err)
 		return err
 	}
-	return inst.receive(ctx, msg.From, port, msg.Data)
+	return inst.receive(ctx, d, msg.From, port, msg.Data)
 }
 
 // LeadershipChanged delivers _reconcile to every instance, each in its own
@@ -389,6 +391,95 @@ type depthKey struct{}
 func depth(ctx context.Context) int {
 	d, _ := ctx.Value(depthKey{}).(int)
 	return d
+}
+
+// msgContext is the context a business message is handled with: its
+// sender's, plus the hops it has taken and the receiving node's values
+// (this replica's leadership for utils.IsLeader, and the node's logger for
+// module.Log), in one layer, so a hop costs one allocation rather than one
+// per value. It ends when the message is answered (module's doc promises
+// it); the cancelCtx that makes Done is made only when someone asks for it,
+// since most handlers never do.
+type msgContext struct {
+	parent context.Context
+	node   context.Context // the node's values, over a context that has none
+	depth  int
+
+	mu       sync.Mutex                   // serialises the making of ended
+	ended    atomic.Pointer[endedContext] // made the first time Done is asked for
+	answered atomic.Bool
+	err      error // Err once answered; written before answered is set
+}
+
+type endedContext struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func newMsgContext(parent, node context.Context, depth int) *msgContext {
+	return &msgContext{parent: parent, node: node, depth: depth}
+}
+
+func (c *msgContext) Deadline() (time.Time, bool) { return c.parent.Deadline() }
+
+func (c *msgContext) Done() <-chan struct{} {
+	if e := c.ended.Load(); e != nil {
+		return e.ctx.Done()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.ended.Load()
+	if e == nil {
+		e = &endedContext{}
+		e.ctx, e.cancel = context.WithCancel(c.parent)
+		c.ended.Store(e)
+		// After the store: answer either sees e or is seen here.
+		if c.answered.Load() {
+			e.cancel()
+		}
+	}
+	return e.ctx.Done()
+}
+
+func (c *msgContext) Err() error {
+	if c.answered.Load() {
+		return c.err
+	}
+	if e := c.ended.Load(); e != nil {
+		return e.ctx.Err()
+	}
+	return c.parent.Err()
+}
+
+func (c *msgContext) Value(key any) any {
+	if _, ok := key.(depthKey); ok {
+		return c.depth
+	}
+	if v := c.node.Value(key); v != nil {
+		return v
+	}
+	if e := c.ended.Load(); e != nil {
+		return e.ctx.Value(key) // context.Cause and children find its cancelCtx
+	}
+	return c.parent.Value(key)
+}
+
+func (c *msgContext) String() string { return "scheduler.msgContext" }
+
+// answer ends the context: the message has been answered. It is called
+// once, by the goroutine that handled the message.
+func (c *msgContext) answer() {
+	if e := c.ended.Load(); e != nil {
+		e.cancel()
+		c.err = e.ctx.Err()
+	} else if c.err = c.parent.Err(); c.err == nil {
+		c.err = context.Canceled
+	}
+	c.answered.Store(true)
+	// A Done made meanwhile either saw answered or is seen here.
+	if e := c.ended.Load(); e != nil {
+		e.cancel()
+	}
 }
 
 // WithDepth returns ctx for a message that has taken d hops, so a message that
