@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,6 +29,7 @@ const (
 	DefaultIdleTimeout      = 5 * time.Minute
 	DefaultKeepaliveTime    = 30 * time.Second
 	DefaultKeepaliveTimeout = 10 * time.Second
+	DefaultResolveTTL       = time.Second
 )
 
 // ClientConfig tunes a Client. Zero values take the defaults.
@@ -43,6 +45,12 @@ type ClientConfig struct {
 	// replica is taken for dead: its connection closes and the messages in
 	// flight on it fail. Defaults to DefaultKeepaliveTimeout.
 	KeepaliveTimeout time.Duration
+	// ResolveTTL is how long a module's replicas, as the resolver gave
+	// them, serve later messages before the resolver is asked again. A
+	// replica that does not take a message (Unavailable) makes the next
+	// message ask at once. Negative asks for every message. Defaults to
+	// DefaultResolveTTL.
+	ResolveTTL time.Duration
 }
 
 // Client sends messages to other modules; it implements scheduler.Transport.
@@ -51,6 +59,10 @@ type Client struct {
 	token    string
 	cfg      ClientConfig
 	next     atomic.Uint64
+
+	resolvedMu sync.Mutex
+	resolved   map[string]resolved // by module
+	refreshing map[string]bool     // a sender asks the resolver about the module
 
 	mu       sync.Mutex
 	peers    map[string]*peer
@@ -87,7 +99,10 @@ func NewClientWith(resolver Resolver, token string, cfg ClientConfig) *Client {
 	if cfg.KeepaliveTimeout <= 0 {
 		cfg.KeepaliveTimeout = DefaultKeepaliveTimeout
 	}
-	return &Client{resolver: resolver, token: token, cfg: cfg, peers: map[string]*peer{}, closed: make(chan struct{})}
+	if cfg.ResolveTTL == 0 {
+		cfg.ResolveTTL = DefaultResolveTTL
+	}
+	return &Client{resolver: resolver, token: token, cfg: cfg, peers: map[string]*peer{}, resolved: map[string]resolved{}, refreshing: map[string]bool{}, closed: make(chan struct{})}
 }
 
 // Close closes every connection; later sends fail.
@@ -274,13 +289,14 @@ func (c *Client) Send(ctx context.Context, targetModule string, msg scheduler.Ms
 		return module.Permanent(err)
 	}
 	var addrs []string
-	if strings.HasPrefix(port, "_") {
+	system := strings.HasPrefix(port, "_")
+	if system {
 		// System ports go to the leader: a reader would ignore a control action.
 		if addr, ok := c.resolver.Leader(ctx, targetModule); ok {
 			addrs = []string{addr}
 		}
 	} else {
-		addrs = c.resolver.Replicas(ctx, targetModule)
+		addrs = c.replicas(ctx, targetModule)
 	}
 	if len(addrs) == 0 {
 		if ctx.Err() != nil {
@@ -291,22 +307,82 @@ func (c *Client) Send(ctx context.Context, targetModule string, msg scheduler.Ms
 	req := &transportpb.Message{Module: targetModule, To: msg.To, From: msg.From, Data: data, Depth: int32(scheduler.Depth(ctx)), Id: msg.ID}
 	start := int(c.next.Add(1))
 	var last error
-	for i := range addrs {
-		addr := addrs[(start+i)%len(addrs)]
-		m, err := c.stream(ctx, addr)
-		if err == nil {
-			var res *transportpb.Result
-			res, err = m.send(ctx, req)
-			if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
-				return decodeResult(res, err, msg.To)
+	first := addrs
+	for round := range 2 {
+		for i := range addrs {
+			addr := addrs[(start+i)%len(addrs)]
+			if round > 0 && slices.Contains(first, addr) {
+				continue // tried already
 			}
+			m, err := c.stream(ctx, addr)
+			if err == nil {
+				var res *transportpb.Result
+				res, err = m.send(ctx, req)
+				if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+					return decodeResult(res, err, msg.To)
+				}
+			}
+			if ctx.Err() != nil {
+				return decodeResult(nil, status.FromContextError(ctx.Err()).Err(), msg.To)
+			}
+			last = err // the message never reached that replica: try the next one
 		}
-		if ctx.Err() != nil {
-			return decodeResult(nil, status.FromContextError(ctx.Err()).Err(), msg.To)
+		if round > 0 || system {
+			break
 		}
-		last = err // the message never reached that replica: try the next one
+		// The replicas may have changed since they were resolved: ask again,
+		// and try those not tried yet.
+		c.forget(targetModule)
+		addrs = c.replicas(ctx, targetModule)
 	}
 	return fmt.Errorf("module %s: no replica answered for %s: %w", targetModule, msg.To, last)
+}
+
+// resolved is a module's replicas as the resolver gave them, and when.
+type resolved struct {
+	addrs []string
+	at    time.Time
+}
+
+// replicas returns the module's replicas, from the resolver at most every
+// ResolveTTL: a look-up reads and copies the module's membership, which
+// costs more than sending the message. While one sender asks the resolver,
+// the others use what it said last.
+func (c *Client) replicas(ctx context.Context, module string) []string {
+	if c.cfg.ResolveTTL < 0 {
+		return c.resolver.Replicas(ctx, module)
+	}
+	c.resolvedMu.Lock()
+	r, ok := c.resolved[module]
+	if ok && (time.Since(r.at) < c.cfg.ResolveTTL || c.refreshing[module]) {
+		c.resolvedMu.Unlock()
+		return r.addrs
+	}
+	lead := !c.refreshing[module]
+	if lead {
+		c.refreshing[module] = true
+	}
+	c.resolvedMu.Unlock()
+
+	addrs := c.resolver.Replicas(ctx, module)
+	if lead {
+		c.resolvedMu.Lock()
+		delete(c.refreshing, module)
+		if len(addrs) > 0 {
+			c.resolved[module] = resolved{addrs: addrs, at: time.Now()}
+		} else {
+			delete(c.resolved, module) // none: ask again next time
+		}
+		c.resolvedMu.Unlock()
+	}
+	return addrs
+}
+
+// forget makes the next message to module ask the resolver.
+func (c *Client) forget(module string) {
+	c.resolvedMu.Lock()
+	delete(c.resolved, module)
+	c.resolvedMu.Unlock()
 }
 
 func decodeResult(res *transportpb.Result, err error, to string) any {

@@ -48,6 +48,7 @@ type Server struct {
 	h     Handler
 	token string
 	limit int
+	work  *workers
 
 	drainOnce sync.Once
 	draining  chan struct{} // closed by Drain: streams take no new messages
@@ -67,7 +68,7 @@ func NewServerWith(h Handler, token string, cfg ServerConfig) *Server {
 	if cfg.MaxConcurrentPerStream <= 0 {
 		cfg.MaxConcurrentPerStream = DefaultMaxConcurrentPerStream
 	}
-	return &Server{h: h, token: token, limit: cfg.MaxConcurrentPerStream,
+	return &Server{h: h, token: token, limit: cfg.MaxConcurrentPerStream, work: newWorkers(),
 		draining: make(chan struct{}), cut: make(chan struct{}), ended: make(chan struct{})}
 }
 
@@ -178,7 +179,7 @@ func (s *Server) Stream(stream transportpb.Module_StreamServer) error {
 		// One context per message hangs on the stream's, and goes with its answer.
 		ctx, cancel := context.WithCancelCause(stream.Context())
 		running[seq] = cancel
-		go func() {
+		s.work.run(func() {
 			hctx, stopTimer := ctx, context.CancelFunc(func() {})
 			if !m.deadline.IsZero() {
 				hctx, stopTimer = context.WithDeadline(ctx, m.deadline)
@@ -193,7 +194,7 @@ func (s *Server) Stream(stream transportpb.Module_StreamServer) error {
 			}
 			send(out)
 			answered <- seq
-		}()
+		})
 	}
 	finish := func(seq uint64) {
 		delete(running, seq)

@@ -43,7 +43,11 @@ func (s *plainServer) Send(_ context.Context, m *transportpb.Message) (*transpor
 func baselineServe(args []string) error {
 	f := flag.NewFlagSet("baseline-serve", flag.ExitOnError)
 	listen := f.String("listen", "127.0.0.1:0", "address")
+	pprofAddr := f.String("pprof", "", "serve net/http/pprof on this address")
 	_ = f.Parse(args)
+	if err := servePprof(*pprofAddr); err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
@@ -69,7 +73,11 @@ func baselineSend(args []string) error {
 	rate := f.Int("rate", 5000, "messages a second")
 	seconds := f.Int("seconds", 60, "how long")
 	startAt := f.Int64("start-at", 0, "Unix milliseconds to start at")
+	pprofAddr := f.String("pprof", "", "serve net/http/pprof on this address")
 	_ = f.Parse(args)
+	if err := servePprof(*pprofAddr); err != nil {
+		return err
+	}
 	var clients []transportpb.ModuleClient
 	for _, addr := range strings.Split(*targets, ",") {
 		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -72,6 +72,7 @@ func main() {
 	flag.Float64Var(&o.maxGrowth, "max-growth", 0.10, "largest RSS growth over the run (from the slope) allowed, as a fraction of the mean")
 	flag.BoolVar(&o.baseline, "baseline", true, "also run the plain unary gRPC baseline")
 	flag.StringVar(&o.rows, "rows", "", "also write the figures as JSON rows to this file (for the benchmark report)")
+	flag.StringVar(&o.pprof, "pprof", "", "take a CPU profile of every process over the middle half of each run, into this directory")
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard())
 	if err := run(o); err != nil {
@@ -85,11 +86,12 @@ type options struct {
 	duration, warmup time.Duration
 	maxGrowth        float64
 	baseline         bool
-	rows             string
+	rows, pprof      string
 }
 
 type proc struct {
 	id, role, metrics, log string
+	pprof                  string // its net/http/pprof address, if it serves one
 	cmd                    *exec.Cmd
 	rss                    []float64 // KiB, one a second
 	cpu0, cpu1             float64   // seconds of CPU at the start and end of sending
@@ -156,6 +158,37 @@ func sample(procs []*proc, startAt time.Time, duration time.Duration) {
 	}
 }
 
+// measure samples the processes over the run and, with -pprof, profiles them
+// over its middle half.
+func measure(o options, procs []*proc, startAt time.Time) {
+	if o.pprof == "" {
+		sample(procs, startAt, o.duration)
+		return
+	}
+	if err := os.MkdirAll(o.pprof, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "load: -pprof:", err)
+	}
+	done := make(chan []error, 1)
+	go func() {
+		done <- profileAll(o.pprof, procs, startAt.Add(o.duration/4), max(1, int(o.duration/2/time.Second)))
+	}()
+	sample(procs, startAt, o.duration)
+	for _, err := range <-done {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "load: profile:", err)
+		}
+	}
+}
+
+// pprofArgs gives a process a pprof address when profiles are asked for.
+func pprofArgs(o options, p *string, flag string) []string {
+	if o.pprof == "" {
+		return nil
+	}
+	*p = benchutil.FreeAddr()
+	return []string{flag, *p}
+}
+
 // collect waits for every sender's result line and adds them up.
 func collect(ctx context.Context, ph *phase) error {
 	return benchutil.Poll(ctx, 30*time.Second, 50*time.Millisecond, func() error {
@@ -215,23 +248,28 @@ func runBaseline(ctx context.Context, dir string, o options) (*phase, error) {
 	var addrs []string
 	for i := range o.replicas {
 		addr := benchutil.FreeAddr()
-		p, err := start(dir, fmt.Sprintf("baseline-receiver-%d", i), "receiver", "baseline-serve", "--listen", addr)
+		var pp string
+		p, err := start(dir, fmt.Sprintf("baseline-receiver-%d", i), "receiver", append([]string{"baseline-serve", "--listen", addr}, pprofArgs(o, &pp, "--pprof")...)...)
 		if err != nil {
 			return nil, err
 		}
+		p.pprof = pp
 		ph.procs = append(ph.procs, p)
 		addrs = append(addrs, addr)
 	}
 	startAt := time.Now().Add(3 * time.Second)
 	for i := range o.replicas {
-		p, err := start(dir, fmt.Sprintf("baseline-sender-%d", i), "sender", "baseline-send", "--targets", strings.Join(addrs, ","),
-			"--rate", fmt.Sprint(o.rate/o.replicas), "--seconds", fmt.Sprint(int(o.duration/time.Second)), "--start-at", fmt.Sprint(startAt.UnixMilli()))
+		var pp string
+		args := []string{"baseline-send", "--targets", strings.Join(addrs, ","),
+			"--rate", fmt.Sprint(o.rate / o.replicas), "--seconds", fmt.Sprint(int(o.duration / time.Second)), "--start-at", fmt.Sprint(startAt.UnixMilli())}
+		p, err := start(dir, fmt.Sprintf("baseline-sender-%d", i), "sender", append(args, pprofArgs(o, &pp, "--pprof")...)...)
 		if err != nil {
 			return nil, err
 		}
+		p.pprof = pp
 		ph.procs = append(ph.procs, p)
 	}
-	sample(ph.procs, startAt, o.duration)
+	measure(o, ph.procs, startAt)
 	if err := collect(ctx, ph); err != nil {
 		return nil, err
 	}
@@ -268,11 +306,14 @@ func runTinymod(ctx context.Context, dir string, o options) (*phase, error) {
 		for i := range o.replicas {
 			id := fmt.Sprintf("%s-%d", mod, i)
 			metrics := benchutil.FreeAddr()
-			p, err := start(dir, id, role, "run", "--name", mod, "--namespace", ns, "--kubeconfig", kubeconfig, "--identity", id,
-				"--grpc-listen", "127.0.0.1:0", "--metrics-bind-address", metrics, "--health-probe-bind-address", "0")
+			var pp string
+			args := []string{"run", "--name", mod, "--namespace", ns, "--kubeconfig", kubeconfig, "--identity", id,
+				"--grpc-listen", "127.0.0.1:0", "--metrics-bind-address", metrics, "--health-probe-bind-address", "0"}
+			p, err := start(dir, id, role, append(args, pprofArgs(o, &pp, "--pprof-bind-address")...)...)
 			if err != nil {
 				return nil, err
 			}
+			p.pprof = pp
 			p.metrics = metrics
 			ph.procs = append(ph.procs, p)
 		}
@@ -328,7 +369,7 @@ func runTinymod(ctx context.Context, dir string, o options) (*phase, error) {
 	if err != nil {
 		return nil, err
 	}
-	sample(ph.procs, startAt, o.duration)
+	measure(o, ph.procs, startAt)
 	if err := collect(ctx, ph); err != nil {
 		return nil, err
 	}
