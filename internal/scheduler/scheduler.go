@@ -95,6 +95,9 @@ type Scheduler struct {
 
 	mu        sync.RWMutex
 	instances map[string]*instance
+	// instancesSeq changes with instances (under mu), so that an edge may
+	// keep the instance it found while the map stays as it was.
+	instancesSeq atomic.Uint64
 }
 
 // New returns a Scheduler; it panics on a component registered twice.
@@ -172,6 +175,18 @@ func (s *Scheduler) Components() []module.Component {
 	return out
 }
 
+// target returns the instance e leads to, as instance(e.toNode) does; the
+// edge keeps it until the instances change.
+func (s *Scheduler) target(e *edge) *instance {
+	seq := s.instancesSeq.Load() // before the lookup: a change after it shows
+	if t := e.target.Load(); t != nil && t.seq == seq {
+		return t.inst
+	}
+	inst := s.instance(e.toNode)
+	e.target.Store(&edgeTarget{inst: inst, seq: seq})
+	return inst
+}
+
 func (s *Scheduler) instance(name string) *instance {
 	s.mu.RLock()
 	inst := s.instances[name]
@@ -239,6 +254,7 @@ func (s *Scheduler) instanceFor(name, componentName string, component module.Com
 		}
 		if inst != nil {
 			delete(s.instances, name)
+			s.instancesSeq.Add(1)
 		}
 		s.mu.Unlock()
 		if inst != nil {
@@ -259,6 +275,7 @@ func (s *Scheduler) instanceFor(name, componentName string, component module.Com
 		s.mu.Lock()
 		if s.instances[name] == nil {
 			s.instances[name] = fresh
+			s.instancesSeq.Add(1)
 			s.mu.Unlock()
 			return fresh, nil
 		}
@@ -281,6 +298,7 @@ func (s *Scheduler) Remove(name string) {
 	s.mu.Lock()
 	inst := s.instances[name]
 	delete(s.instances, name)
+	s.instancesSeq.Add(1)
 	s.mu.Unlock()
 	if inst != nil {
 		inst.deleted()
@@ -294,6 +312,7 @@ func (s *Scheduler) Stop() {
 	s.mu.Lock()
 	all := s.instances
 	s.instances = map[string]*instance{}
+	s.instancesSeq.Add(1)
 	s.mu.Unlock()
 	for _, inst := range all {
 		inst.destroy()
