@@ -66,16 +66,30 @@ func baselineServe(args []string) error {
 	return err
 }
 
+// sendOptions are a sending process's flags.
+type sendOptions struct {
+	Settings
+	pprof string
+}
+
+// sendFlags defines the flags every sending process takes.
+func sendFlags(f *flag.FlagSet) *sendOptions {
+	s := &sendOptions{}
+	f.IntVar(&s.Rate, "rate", 5000, "messages a second")
+	f.IntVar(&s.Seconds, "seconds", 60, "how long")
+	f.Int64Var(&s.StartAt, "start-at", 0, "Unix milliseconds to start at")
+	f.IntVar(&s.Workers, "workers", 0, "concurrent senders (0: the pacer's default)")
+	f.StringVar(&s.pprof, "pprof", "", "serve net/http/pprof on this address")
+	return s
+}
+
 // baselineSend sends at the rate from start-at, then prints its result line.
 func baselineSend(args []string) error {
 	f := flag.NewFlagSet("baseline-send", flag.ExitOnError)
 	targets := f.String("targets", "", "comma-separated receiver addresses")
-	rate := f.Int("rate", 5000, "messages a second")
-	seconds := f.Int("seconds", 60, "how long")
-	startAt := f.Int64("start-at", 0, "Unix milliseconds to start at")
-	pprofAddr := f.String("pprof", "", "serve net/http/pprof on this address")
+	s := sendFlags(f)
 	_ = f.Parse(args)
-	if err := servePprof(*pprofAddr); err != nil {
+	if err := servePprof(s.pprof); err != nil {
 		return err
 	}
 	var clients []transportpb.ModuleClient
@@ -87,9 +101,9 @@ func baselineSend(args []string) error {
 		defer conn.Close()
 		clients = append(clients, transportpb.NewModuleClient(conn))
 	}
-	time.Sleep(time.Until(time.UnixMilli(*startAt)))
+	time.Sleep(time.Until(time.UnixMilli(s.StartAt)))
 	ctx := context.Background()
-	r := pace(ctx, Settings{Rate: *rate, Seconds: *seconds}, func(seq int64) error {
+	r := pace(ctx, s.Settings, func(seq int64) error {
 		data, _ := json.Marshal(Message{Seq: seq})
 		_, err := clients[seq%int64(len(clients))].Send(ctx, &transportpb.Message{Module: "load-sink", To: "sink.in", Data: data})
 		return err
