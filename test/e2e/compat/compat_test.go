@@ -58,7 +58,7 @@ func TestSDKComponentsOnThreeReplicas(t *testing.T) {
 	bin := harness.Build(t, "./test/e2e/compat/sdkmodule")
 	env := controlplanetest.Start(t)
 	ns := env.Namespace(t)
-	ctx := controlplanetest.Context(t, 4*time.Minute)
+	ctx := controlplanetest.Context(t, 8*time.Minute)
 	c := env.Client
 	cluster := harness.NewClusterWith(t, env.Kubeconfig, bin)
 	replicas := map[string]replica{}
@@ -99,7 +99,7 @@ func TestSDKComponentsOnThreeReplicas(t *testing.T) {
 	// Each replica's announcer puts once, on its own replica: a reader's put
 	// is forwarded to the leader, which writes it, once.
 	var kv map[string]string
-	controlplanetest.Eventually(t, 60*time.Second, func() error {
+	controlplanetest.Eventually(t, 120*time.Second, func() error {
 		kv = metadata("kv")
 		for id := range replicas {
 			if kv["kv-"+id] == "" {
@@ -147,7 +147,7 @@ func TestSDKComponentsOnThreeReplicas(t *testing.T) {
 	}
 	signal("start", `{"start": true}`)
 	samplesOn := func(id string) int { return len(replicas[id].events("rec", "sample")) }
-	controlplanetest.Eventually(t, 30*time.Second, func() error {
+	controlplanetest.Eventually(t, 60*time.Second, func() error {
 		if md := metadata("em"); md["running"] != "true" {
 			return fmt.Errorf("em metadata %v", md)
 		}
@@ -162,7 +162,7 @@ func TestSDKComponentsOnThreeReplicas(t *testing.T) {
 		}
 	}
 	// The published control is the running one: a stop button.
-	controlplanetest.Eventually(t, 20*time.Second, func() error {
+	controlplanetest.Eventually(t, 60*time.Second, func() error {
 		return controlSchemaHas(ctx, c, ns, "stop")
 	})
 
@@ -170,8 +170,8 @@ func TestSDKComponentsOnThreeReplicas(t *testing.T) {
 	if err := replicas[leaderNow].Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	next := harness.WaitLeader(t, c, ns, moduleName, 30*time.Second, leaderNow)
-	controlplanetest.Eventually(t, 30*time.Second, func() error {
+	next := harness.WaitLeader(t, c, ns, moduleName, 60*time.Second, leaderNow)
+	controlplanetest.Eventually(t, 60*time.Second, func() error {
 		if n := samplesOn(next); n < 3 {
 			return fmt.Errorf("%d samples on the new leader %s", n, next)
 		}
@@ -183,7 +183,7 @@ func TestSDKComponentsOnThreeReplicas(t *testing.T) {
 	back := leaderNow + "-back"
 	metrics := benchutil.FreeAddr()
 	replicas[back] = replica{Process: cluster.Run(moduleName, ns, back, "--metrics-bind-address", metrics), metrics: metrics}
-	controlplanetest.Eventually(t, 30*time.Second, func() error {
+	controlplanetest.Eventually(t, 60*time.Second, func() error {
 		if len(replicas[back].events("em", "settings")) == 0 {
 			return fmt.Errorf("no settings on %s yet", back)
 		}
@@ -200,7 +200,7 @@ func TestSDKComponentsOnThreeReplicas(t *testing.T) {
 	// Stop it, again through _control: the stop is decoded into the
 	// running control's type.
 	signal("stop", `{"stop": true}`)
-	controlplanetest.Eventually(t, 30*time.Second, func() error {
+	controlplanetest.Eventually(t, 60*time.Second, func() error {
 		if md := metadata("em"); md["running"] != "" {
 			return fmt.Errorf("em metadata %v", md)
 		}
