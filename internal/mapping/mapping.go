@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"sync"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
@@ -33,7 +34,27 @@ type Template struct {
 }
 
 type node interface {
-	eval(env map[string]any) (any, error)
+	eval(st *evalState) (any, error)
+}
+
+// evalState is what one evaluation uses: the environment, whose $ is the
+// message, and a VM. Both are kept for the next evaluation, so that a
+// mapped message does not pay for them each time.
+type evalState struct {
+	env map[string]any
+	vm  vm.VM
+}
+
+var evalStates = sync.Pool{New: func() any { return &evalState{env: make(map[string]any, 1)} }}
+
+func evalWith(msg any, n node) (any, error) {
+	st := evalStates.Get().(*evalState)
+	st.env["$"] = msg
+	out, err := n.eval(st)
+	clear(st.env) // the pool must not keep the message alive
+	clear(st.vm.Variables)
+	evalStates.Put(st)
+	return out, err
 }
 
 // Compile parses a JSON template and compiles every expression in it. The
@@ -53,7 +74,7 @@ func Compile(template []byte) (*Template, error) {
 // Eval evaluates the template against msg, a value in JSON form (maps, slices,
 // strings, float64s, bools, nil), and returns a value in the same form.
 func (t *Template) Eval(msg any) (any, error) {
-	return t.root.eval(map[string]any{"$": msg})
+	return evalWith(msg, t.root)
 }
 
 // HasExpressions reports whether the template reads the message at all.
@@ -175,15 +196,15 @@ func (optionalMembers) Visit(n *ast.Node) {
 
 type literalNode struct{ v any }
 
-func (n literalNode) eval(map[string]any) (any, error) { return n.v, nil }
+func (n literalNode) eval(*evalState) (any, error) { return n.v, nil }
 
 type exprNode struct {
 	p   *vm.Program
 	src string // as written, before JSONPath queries are rewritten
 }
 
-func (n exprNode) eval(env map[string]any) (any, error) {
-	out, err := expr.Run(n.p, env)
+func (n exprNode) eval(st *evalState) (any, error) {
+	out, err := st.vm.Run(n.p, st.env)
 	if err != nil {
 		return nil, fmt.Errorf("expression %q: %w", n.src, err)
 	}
@@ -192,10 +213,10 @@ func (n exprNode) eval(env map[string]any) (any, error) {
 
 type interpolationNode struct{ parts []node }
 
-func (n interpolationNode) eval(env map[string]any) (any, error) {
+func (n interpolationNode) eval(st *evalState) (any, error) {
 	var b strings.Builder
 	for _, p := range n.parts {
-		v, err := p.eval(env)
+		v, err := p.eval(st)
 		if err != nil {
 			return nil, err
 		}
@@ -219,10 +240,10 @@ type objectNode struct {
 	values []node
 }
 
-func (n objectNode) eval(env map[string]any) (any, error) {
+func (n objectNode) eval(st *evalState) (any, error) {
 	out := make(map[string]any, len(n.keys))
 	for i, k := range n.keys {
-		v, err := n.values[i].eval(env)
+		v, err := n.values[i].eval(st)
 		if err != nil {
 			return nil, err
 		}
@@ -233,10 +254,10 @@ func (n objectNode) eval(env map[string]any) (any, error) {
 
 type arrayNode struct{ values []node }
 
-func (n arrayNode) eval(env map[string]any) (any, error) {
+func (n arrayNode) eval(st *evalState) (any, error) {
 	out := make([]any, len(n.values))
 	for i, elem := range n.values {
-		v, err := elem.eval(env)
+		v, err := elem.eval(st)
 		if err != nil {
 			return nil, err
 		}
@@ -282,5 +303,5 @@ func CompileExpr(src string) (*Expr, error) {
 
 // Eval evaluates the expression against msg, a value in JSON form.
 func (e *Expr) Eval(msg any) (any, error) {
-	return e.n.eval(map[string]any{"$": msg})
+	return evalWith(msg, e.n)
 }

@@ -602,7 +602,7 @@ func (inst *instance) decode(p *port, m *compiledMapping, data any) (any, error)
 		if err != nil {
 			return nil, fmt.Errorf("mapping: %w", err)
 		}
-		return p.convert(out)
+		return p.convertForm(out)
 	}
 	return p.convert(data)
 }
@@ -858,11 +858,12 @@ func isSystemPort(name string) bool {
 	return len(name) > 0 && name[0] == '_'
 }
 
-// toGeneric turns a Go value into its JSON form for mappings.
+// toGeneric turns a Go value into its JSON form for mappings: walked by
+// mapping.JSONForm when it can, else through encoding/json, which gives the
+// same.
 func toGeneric(v any) (any, error) {
-	switch v.(type) {
-	case nil, string, float64, bool, map[string]any, []any:
-		return v, nil
+	if form, ok := mapping.JSONForm(v); ok {
+		return form, nil
 	}
 	data, err := json.Marshal(v)
 	if err != nil {
@@ -880,6 +881,9 @@ type port struct {
 	def         module.Port
 	typ         reflect.Type // nil: messages pass as they are
 	defaultJSON []byte
+	// defaultForm is defaultJSON in JSON form, for convertForm.
+	defaultFormOnce sync.Once
+	defaultForm     any
 	// overZero decodes a message over the zero value, not the default; an
 	// empty message still gives the default.
 	overZero bool
@@ -938,6 +942,27 @@ func (p *port) convert(data any) (any, error) {
 		}
 	}
 	return p.decodeJSON(raw)
+}
+
+// convertForm is convert for a value in JSON form (a mapping's result): it
+// builds the port's value from it directly when mapping.DecodeForm can, as
+// decoding its JSON would.
+func (p *port) convertForm(form any) (any, error) {
+	if p.passes(form) {
+		return form, nil
+	}
+	p.defaultFormOnce.Do(func() {
+		if len(p.defaultJSON) > 0 && json.Unmarshal(p.defaultJSON, &p.defaultForm) != nil {
+			p.defaultForm = nil
+		}
+	})
+	ptr := reflect.New(p.typ)
+	empty := form == nil
+	if p.defaultForm != nil && (!p.overZero || empty) && !mapping.DecodeForm(p.defaultForm, ptr.Elem()) ||
+		!empty && !mapping.DecodeForm(form, ptr.Elem()) {
+		return p.convert(form) // encoding/json's turn, and its error
+	}
+	return ptr.Elem().Interface(), nil
 }
 
 // decodeJSON decodes raw over the port's default value (or its zero value,
