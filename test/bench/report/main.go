@@ -7,7 +7,7 @@
 //
 // The pieces: the scheduler and transport micro-benchmarks (go test -bench),
 // the failover and signal-latency program, the short chaos profile, the load
-// program and the scale program. Each program's own output is shown as it
+// program (a steady run, then each system's knee) and the scale program. Each program's own output is shown as it
 // runs; the table comes last.
 package main
 
@@ -38,9 +38,9 @@ func main() {
 	defer os.RemoveAll(dir)
 	rowsFile := filepath.Join(dir, "rows.jsonl")
 
-	benchtime, trials, defaultTrials, loadFor, steady := "2s", "20", "5", "60s", "5m"
+	benchtime, trials, defaultTrials, loadFor, kneeStep, steady := "2s", "20", "5", "60s", "10s", "5m"
 	if *quick {
-		benchtime, trials, defaultTrials, loadFor, steady = "300ms", "5", "0", "15s", "30s"
+		benchtime, trials, defaultTrials, loadFor, kneeStep, steady = "300ms", "5", "0", "15s", "5s", "30s"
 	}
 	var rows []benchutil.Row
 	var failed []string
@@ -57,6 +57,7 @@ func main() {
 		{"failover", []string{"go", "run", "./test/bench/failover", "-trials", trials, "-default-trials", defaultTrials, "-rows", rowsFile}, nil},
 		{"chaos", []string{"go", "test", "-count=1", "-run", "TestChaos", "-v", "./test/e2e/chaos/"}, []string{"TINYMOD_BENCH_ROWS=" + rowsFile}},
 		{"load", []string{"go", "run", "./test/bench/load", "-duration", loadFor, "-rows", rowsFile}, nil},
+		{"load knee", []string{"go", "run", "./test/bench/load", "-knee", "-knee-duration", kneeStep, "-rows", rowsFile}, nil},
 		{"scale", []string{"go", "run", "./test/bench/scale", "-steady", steady, "-rows", rowsFile}, nil},
 	}
 	for _, s := range steps {
