@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"strconv"
@@ -26,19 +27,39 @@ var ErrNotLeader = scheduler.ErrNotLeader
 // before writing them together.
 const DefaultStatusWindow = 20 * time.Millisecond
 
+// DefaultStatusWorkers is how many batches StatusWriter writes at once.
+const DefaultStatusWorkers = 8
+
 // maxConflictRetries bounds how often one batch is re-run after write conflicts.
 const maxConflictRetries = 8
 
+// Backoff of a node whose status write failed: the writer renders and
+// writes it again, since nobody waits for a render.
+const (
+	retryFirst = 100 * time.Millisecond
+	retryMax   = 10 * time.Second
+)
+
 // StatusWriter writes TinyNode status on the leader. Changes that arrive for
-// one node within Window are applied in order to one fresh copy and written
-// once; a write that would change nothing is not made. Each write carries the
+// one node within Window are applied in order to one copy and written once;
+// a write that would change nothing is not made. Each write carries the
 // resourceVersion it was computed from, so a conflicting write fails and the
-// batch runs again on a fresher copy.
+// batch runs again on a fresh copy.
+//
+// A batch that only renders (a reconcile's, a refresh's) starts from the
+// cache, unless the cache is behind this writer's own last write: a stale
+// copy costs a conflict, never a wrong write, and the cache's next event
+// renders again. A batch with a component's change starts from the API
+// server. Batches someone waits for are written before those nobody waits
+// for, so a component's write is not queued behind a start-up's thousands of
+// renders; a render whose write fails is tried again with backoff while the
+// term lasts.
 type StatusWriter struct {
-	// Client writes status. Required.
+	// Client writes status, and reads the copy a render starts from (the
+	// manager's client reads from its cache). Required.
 	Client client.Client
-	// Reader reads the fresh copy each batch starts from; an uncached reader, so
-	// a batch never starts from a stale cache. Required.
+	// Reader reads the fresh copy a component's change starts from, and
+	// every batch after a conflict: an uncached reader. Required.
 	Reader client.Reader
 	// Namespace of the nodes. Required.
 	Namespace string
@@ -50,18 +71,37 @@ type StatusWriter struct {
 	Render func(*v1alpha1.TinyNode)
 	// Window is how long changes are gathered. Defaults to DefaultStatusWindow.
 	Window time.Duration
+	// Workers bounds the batches written at once. Defaults to DefaultStatusWorkers.
+	Workers int
 	// OnWrite, if set, is called after every successful write.
 	OnWrite func(node string)
 
 	mu       sync.Mutex
 	written  map[string]string // node -> resourceVersion of the last write
-	pending  map[string]*batch
+	pending  map[string]*batch // gathering changes, or waiting for a worker
+	urgent   []*batch          // ready, someone waits for them
+	queued   []*batch          // ready, nobody waits
+	running  int               // workers
+	retries  map[string]time.Duration
 	inflight int        // batches gathered or being written
 	idle     *sync.Cond // signalled when inflight drops to zero
 }
 
 type batch struct {
+	node    string
 	changes []change
+	ready   bool // its window has passed: it is in a queue
+	urgent  bool // in the urgent queue
+	taken   bool // a worker has it
+}
+
+func (b *batch) waited() bool {
+	for _, c := range b.changes {
+		if c.done != nil {
+			return true
+		}
+	}
+	return false
 }
 
 type change struct {
@@ -115,6 +155,7 @@ func (w *StatusWriter) Behind(node *v1alpha1.TinyNode) bool {
 func (w *StatusWriter) Forget(node string) {
 	w.mu.Lock()
 	delete(w.written, node)
+	delete(w.retries, node)
 	w.mu.Unlock()
 }
 
@@ -157,27 +198,87 @@ func (w *StatusWriter) enqueue(node string, c change) {
 	}
 	if b, ok := w.pending[node]; ok {
 		b.changes = append(b.changes, c)
+		if c.done != nil && b.ready && !b.urgent {
+			// Queued behind renders: it moves ahead (its old place is
+			// skipped, as a taken batch is).
+			b.urgent = true
+			w.urgent = append(w.urgent, b)
+		}
 		return
 	}
-	w.pending[node] = &batch{changes: []change{c}}
+	b := &batch{node: node, changes: []change{c}}
+	w.pending[node] = b
 	window := w.Window
 	if window == 0 {
 		window = DefaultStatusWindow
 	}
 	w.inflight++
-	time.AfterFunc(window, func() {
-		w.mu.Lock()
-		b := w.pending[node]
-		delete(w.pending, node)
+	time.AfterFunc(window, func() { w.ready(b) })
+}
+
+// ready queues a batch whose window has passed, and starts a worker if fewer
+// than Workers run.
+func (w *StatusWriter) ready(b *batch) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	b.ready = true
+	if b.waited() {
+		b.urgent = true
+		w.urgent = append(w.urgent, b)
+	} else {
+		w.queued = append(w.queued, b)
+	}
+	workers := w.Workers
+	if workers <= 0 {
+		workers = DefaultStatusWorkers
+	}
+	if w.running < workers {
+		w.running++
+		go w.work()
+	}
+}
+
+// work writes queued batches, urgent ones first, until none is left.
+func (w *StatusWriter) work() {
+	w.mu.Lock()
+	for {
+		b := w.next()
+		if b == nil {
+			w.running--
+			w.mu.Unlock()
+			return
+		}
+		// Changes that arrive from now on make a batch of their own.
+		if w.pending[b.node] == b {
+			delete(w.pending, b.node)
+		}
 		w.mu.Unlock()
-		w.write(node, b)
+		w.write(b.node, b)
 		w.mu.Lock()
 		w.inflight--
 		if w.inflight == 0 {
 			w.cond().Broadcast()
 		}
-		w.mu.Unlock()
-	})
+	}
+}
+
+// next takes the next batch to write; the caller holds mu.
+func (w *StatusWriter) next() *batch {
+	for _, q := range []*[]*batch{&w.urgent, &w.queued} {
+		for len(*q) > 0 {
+			b := (*q)[0]
+			(*q)[0] = nil
+			*q = (*q)[1:]
+			if len(*q) == 0 {
+				*q = nil // let the backing array go
+			}
+			if !b.taken {
+				b.taken = true
+				return b
+			}
+		}
+	}
+	return nil
 }
 
 func (w *StatusWriter) write(name string, b *batch) {
@@ -195,6 +296,28 @@ func (w *StatusWriter) write(name string, b *batch) {
 			c.done <- results[i]
 		}
 	}
+	w.retryLater(name, err)
+}
+
+// retryLater renders the node again after a backoff when its write failed
+// for a reason that may pass: nobody else would, now that reconciles do not
+// wait for their writes.
+func (w *StatusWriter) retryLater(name string, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err == nil || errors.Is(err, ErrNotLeader) || apierrors.IsNotFound(err) || apierrors.IsInvalid(err) {
+		delete(w.retries, name)
+		return
+	}
+	if w.retries == nil {
+		w.retries = map[string]time.Duration{}
+	}
+	wait := w.retries[name]
+	if wait == 0 {
+		wait = retryFirst
+	}
+	w.retries[name] = min(2*wait, retryMax)
+	time.AfterFunc(wait, func() { w.Refresh(name) })
 }
 
 // apply runs the batch until it is written or found unchanged; results gets
@@ -209,12 +332,18 @@ func (w *StatusWriter) apply(ctx context.Context, name string, b *batch, results
 		}
 	}
 	ctx = leader.WithTerm(ctx, term)
+	// A render may start from the cache; a component's change, which must
+	// not be found "unchanged" on a stale copy, from the API server.
+	fresh := false
+	for _, c := range b.changes {
+		fresh = fresh || c.fn != nil
+	}
 	for attempt := 0; ; attempt++ {
 		if !term.Confirm("status " + name) {
 			return ErrNotLeader
 		}
-		node := &v1alpha1.TinyNode{}
-		if err := w.Reader.Get(ctx, client.ObjectKey{Namespace: w.Namespace, Name: name}, node); err != nil {
+		node, err := w.read(ctx, name, fresh)
+		if err != nil {
 			return fmt.Errorf("read node %s: %w", name, err)
 		}
 		if !node.DeletionTimestamp.IsZero() && len(node.Finalizers) == 0 {
@@ -253,7 +382,7 @@ func (w *StatusWriter) apply(ctx context.Context, name string, b *batch, results
 		if !term.Confirm("status write " + name) {
 			return ErrNotLeader
 		}
-		err := w.Client.Status().Update(ctx, node)
+		err = w.Client.Status().Update(ctx, node)
 		switch {
 		case err == nil:
 			w.mu.Lock()
@@ -267,11 +396,29 @@ func (w *StatusWriter) apply(ctx context.Context, name string, b *batch, results
 			}
 			return nil
 		case apierrors.IsConflict(err) && attempt < maxConflictRetries:
+			fresh = true
 			continue
 		default:
 			return fmt.Errorf("write status of node %s: %w", name, err)
 		}
 	}
+}
+
+// read returns the node to apply a batch to: the cache's copy unless fresh
+// is asked, or the cache lacks the node or is behind this writer's last write.
+func (w *StatusWriter) read(ctx context.Context, name string, fresh bool) (*v1alpha1.TinyNode, error) {
+	key := client.ObjectKey{Namespace: w.Namespace, Name: name}
+	node := &v1alpha1.TinyNode{}
+	if !fresh {
+		if err := w.Client.Get(ctx, key, node); err == nil && !w.Behind(node) {
+			return node, nil
+		}
+		node = &v1alpha1.TinyNode{}
+	}
+	if err := w.Reader.Get(ctx, key, node); err != nil {
+		return nil, err
+	}
+	return node, nil
 }
 
 // applyChange runs fn, turning a panic into the change's error: the writer

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -104,11 +105,34 @@ type appliedSpec struct {
 	problems   []scheduler.Problem
 }
 
+// edgeTargetIndex indexes the cached TinyNodes by the nodes their edges
+// point at, so that a node's creation or deletion finds the nodes pointing
+// at it without walking (and copying) every node of the namespace.
+const edgeTargetIndex = "tinymod.edgeTargets"
+
+// edgeTargets lists the nodes o's edges point at.
+func edgeTargets(o client.Object) []string {
+	n, ok := o.(*v1alpha1.TinyNode)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, e := range n.Spec.Edges {
+		if target, _, err := scheduler.SplitTarget(e.To); err == nil && target != n.Name && !slices.Contains(out, target) {
+			out = append(out, target)
+		}
+	}
+	return out
+}
+
 // SetupWithManager registers the reconciler: it watches the module's nodes,
 // and re-reconciles a node when a node its edges point at appears or goes.
 func (r *TinyNodeReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	module := r.Scheduler.Module().Name
 	r.resync = make(chan event.GenericEvent, 4096)
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.TinyNode{}, edgeTargetIndex, edgeTargets); err != nil {
+		return fmt.Errorf("index nodes by edge target: %w", err)
+	}
 	ours := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		n, ok := o.(*v1alpha1.TinyNode)
 		return ok && n.Spec.Module == module
@@ -142,7 +166,7 @@ func (r *TinyNodeReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // nodesPointingAt lists the module's nodes with an edge to o.
 func (r *TinyNodeReconciler) nodesPointingAt(ctx context.Context, o client.Object) []reconcile.Request {
 	var list v1alpha1.TinyNodeList
-	if err := r.Client.List(ctx, &list, client.InNamespace(r.Namespace)); err != nil {
+	if err := r.Client.List(ctx, &list, client.InNamespace(r.Namespace), client.MatchingFields{edgeTargetIndex: o.GetName()}); err != nil {
 		return nil
 	}
 	var out []reconcile.Request
@@ -150,18 +174,13 @@ func (r *TinyNodeReconciler) nodesPointingAt(ctx context.Context, o client.Objec
 		if n.Spec.Module != r.Scheduler.Module().Name || n.Name == o.GetName() {
 			continue
 		}
-		for _, e := range n.Spec.Edges {
-			if target, _, err := scheduler.SplitTarget(e.To); err == nil && target == o.GetName() {
-				out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: n.Namespace, Name: n.Name}})
-				break
-			}
-		}
+		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: n.Namespace, Name: n.Name}})
 	}
 	return out
 }
 
 // Reconcile hands the node to the scheduler on every replica; on the leader it
-// also keeps the finalizer and writes the status.
+// also keeps the finalizer and asks for the status to be written.
 func (r *TinyNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	node := &v1alpha1.TinyNode{}
 	if err := r.Client.Get(ctx, req.NamespacedName, node); err != nil {
@@ -230,12 +249,10 @@ func (r *TinyNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if changed && r.Recorder != nil {
 		r.recordProblems(node, problems)
 	}
-	if err := r.Status.UpdateStatus(ctx, node.Name, nil); err != nil {
-		if apierrors.IsNotFound(err) {
-			return ctrl.Result{}, nil
-		}
-		return ctrl.Result{}, err
-	}
+	// The status follows without holding the node up: the writer batches
+	// it, writes it behind the client's rate limit and tries again if the
+	// write fails, so the leader runs nodes as fast as a reader does.
+	r.Status.Refresh(node.Name)
 	return ctrl.Result{RequeueAfter: 5 * time.Minute}, nil
 }
 
@@ -302,16 +319,18 @@ func (r *TinyNodeReconciler) Panicked(name string, err error) {
 }
 
 // remember stores what the scheduler made of the node and reports whether its
-// problems changed.
+// problems changed. A node first seen running has not changed: its Ready
+// condition says it runs, and an Event for each of a module's nodes at every
+// start would be thousands of writes; one that recovers gets its Event.
 func (r *TinyNodeReconciler) remember(node *v1alpha1.TinyNode, problems []scheduler.Problem) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.applied == nil {
 		r.applied = map[string]appliedSpec{}
 	}
-	prev, seen := r.applied[node.Name]
+	prev := r.applied[node.Name]
 	r.applied[node.Name] = appliedSpec{generation: node.Generation, uid: node.UID, problems: problems}
-	return !seen || scheduler.ProblemsText(prev.problems) != scheduler.ProblemsText(problems)
+	return scheduler.ProblemsText(prev.problems) != scheduler.ProblemsText(problems)
 }
 
 func (r *TinyNodeReconciler) recordProblems(node *v1alpha1.TinyNode, problems []scheduler.Problem) {

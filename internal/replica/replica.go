@@ -74,6 +74,11 @@ type Options struct {
 	// Journal, if set, records every confirmation of leadership before the
 	// leader-only work it allows (see leader.Journal).
 	Journal *leader.Journal
+	// PerNodeMetrics bounds the nodes whose ports get Prometheus series of
+	// their own (tinymod_messages_total, tinymod_handle_seconds by node and
+	// port); the module-wide totals count every message. 0:
+	// scheduler.DefaultPerNodeMetrics (500); negative: none.
+	PerNodeMetrics int
 	// FailedSignalTTL is how long a failed TinySignal is kept. Defaults to
 	// controller.DefaultFailedTTL (an hour).
 	FailedSignalTTL time.Duration
@@ -163,9 +168,12 @@ func Run(ctx context.Context, opts Options) error {
 	fence := &leader.Fence{Prefix: leader.PrefixOf(opts.Config.Host)}
 	opts.Config.Wrap(fence.Wrap)
 	mgr, err := ctrl.NewManager(opts.Config, ctrl.Options{
-		Scheme:                 Scheme(),
-		Logger:                 log,
-		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{opts.Namespace: {}}},
+		Scheme: Scheme(),
+		Logger: log,
+		// No code reads managedFields; without them a cached TinyNode
+		// costs about half as much, and every replica caches every node.
+		Cache: cache.Options{DefaultNamespaces: map[string]cache.Config{opts.Namespace: {}},
+			DefaultTransform: cache.TransformStripManagedFields()},
 		Metrics:                metricsserver.Options{BindAddress: addrOrOff(opts.MetricsAddr)},
 		HealthProbeBindAddress: addrOrOff(opts.HealthAddr),
 		LeaderElection:         false, // leadership is tinymod's own
@@ -281,7 +289,7 @@ func Run(ctx context.Context, opts Options) error {
 		Status:    statusW,
 		Lookup:    nodes.Lookup,
 		Transport: transportClient,
-		Metrics:   ctrlmetrics.Registry,
+		Metrics:   scheduler.MetricsOptions{Registerer: ctrlmetrics.Registry, Module: opts.Module.Name, PerNode: opts.PerNodeMetrics},
 		Log:       log.WithName("scheduler"),
 		OnPanic:   nodes.Panicked,
 	})

@@ -20,9 +20,12 @@ import (
 	"flag"
 	"fmt"
 	"github.com/go-logr/logr"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -47,6 +50,11 @@ import (
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "run" {
+		if os.Getenv(profileEnv) != "" {
+			// Every allocation of 4 KiB on average sampled, so that the
+			// profile tells what a node costs.
+			runtime.MemProfileRate = 4096
+		}
 		cmd := cli.NewRunCommand("scale", components.Standard())
 		cmd.SetArgs(os.Args[2:])
 		if err := cmd.Execute(); err != nil {
@@ -58,25 +66,29 @@ func main() {
 	replicas := flag.Int("replicas", 3, "replicas of the module")
 	steady := flag.Duration("steady", 5*time.Minute, "steady stretch over which API writes are counted")
 	rowsFile := flag.String("rows", "", "also write the figures as JSON rows to this file (for the benchmark report)")
+	profiles := flag.String("profiles", "", "save each replica's heap profile (after a GC) at the end of the steady stretch to this directory, as <replica>.heap")
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard())
-	if err := run(*nodes, *replicas, *steady, *rowsFile); err != nil {
+	if err := run(*nodes, *replicas, *steady, *rowsFile, *profiles); err != nil {
 		fmt.Fprintln(os.Stderr, "scale:", err)
 		os.Exit(1)
 	}
 }
 
 type proc struct {
-	id, metrics string
-	cmd         *exec.Cmd
+	id, metrics, pprof string
+	cmd                *exec.Cmd
 }
+
+// profileEnv tells a replica that its heap will be profiled.
+const profileEnv = "TINYMOD_SCALE_PROFILE"
 
 const (
 	ns         = "scale"
 	moduleName = "scale"
 )
 
-func run(nodes, replicas int, steady time.Duration, rowsFile string) error {
+func run(nodes, replicas int, steady time.Duration, rowsFile, profiles string) error {
 	dir, err := os.MkdirTemp("", "tinymod-scale-")
 	if err != nil {
 		return err
@@ -112,7 +124,10 @@ func run(nodes, replicas int, steady time.Duration, rowsFile string) error {
 		}
 	}()
 	for i := range replicas {
-		p := &proc{id: fmt.Sprintf("scale-%d", i), metrics: benchutil.FreeAddr()}
+		p := &proc{id: fmt.Sprintf("scale-%d", i), metrics: benchutil.FreeAddr(), pprof: "0"}
+		if profiles != "" {
+			p.pprof = benchutil.FreeAddr()
+		}
 		cfg, err := cp.AddUser(p.id, "system:masters")
 		if err != nil {
 			return err
@@ -130,8 +145,11 @@ func run(nodes, replicas int, steady time.Duration, rowsFile string) error {
 			return err
 		}
 		p.cmd = exec.Command(self, "run", "--name", moduleName, "--namespace", ns, "--kubeconfig", kubeconfig, "--identity", p.id,
-			"--grpc-listen", "127.0.0.1:0", "--metrics-bind-address", p.metrics, "--health-probe-bind-address", "0")
+			"--grpc-listen", "127.0.0.1:0", "--metrics-bind-address", p.metrics, "--health-probe-bind-address", "0", "--pprof-bind-address", p.pprof)
 		p.cmd.Stdout, p.cmd.Stderr = log, log
+		if profiles != "" {
+			p.cmd.Env = append(os.Environ(), profileEnv+"=1")
+		}
 		p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := p.cmd.Start(); err != nil {
 			return err
@@ -232,6 +250,15 @@ func run(nodes, replicas int, steady time.Duration, rowsFile string) error {
 	if err != nil {
 		return err
 	}
+	startup, err := auditWrites(cp.AuditLogPath, ns, start, start.Add(readyAt))
+	if err != nil {
+		return err
+	}
+	if profiles != "" {
+		if err := saveProfiles(profiles, procs); err != nil {
+			return err
+		}
+	}
 
 	fmt.Printf("scale: %d TinyNodes (%d tickers into %d debug sinks) on %d replicas\n\n", nodes, nodes/2, nodes-nodes/2, replicas)
 	fmt.Printf("| figure | value |\n|---|---:|\n")
@@ -250,6 +277,20 @@ func run(nodes, replicas int, steady time.Duration, rowsFile string) error {
 	}
 
 	holder := leaseHolder(ctx, c)
+	fmt.Printf("API writes from the first create until every status was Ready, by replica and resource:\n\n")
+	fmt.Printf("| replica | resource | writes |\n|---|---|---:|\n")
+	for _, p := range procs {
+		byResource := startup[p.id]
+		keys := make([]string, 0, len(byResource))
+		for k := range byResource {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Printf("| %s | %s | %d |\n", p.id, k, byResource[k])
+		}
+	}
+	fmt.Println()
 	retry := leader.DefaultRetryPeriod
 	fmt.Printf("API writes over %s of steady state (audit log), by replica and resource:\n\n", steady)
 	fmt.Printf("| replica | role | resource | writes | anchor: one renewal per retry period (%s) | ratio |\n|---|---|---|---:|---:|---:|\n", retry)
@@ -320,6 +361,28 @@ func leaseHolder(ctx context.Context, c client.Client) string {
 		return *l.Spec.HolderIdentity
 	}
 	return ""
+}
+
+// saveProfiles writes each replica's heap profile, taken after a GC, to dir.
+func saveProfiles(dir string, procs []*proc) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, p := range procs {
+		resp, err := http.Get("http://" + p.pprof + "/debug/pprof/heap?gc=1")
+		if err != nil {
+			return fmt.Errorf("heap profile of %s: %w", p.id, err)
+		}
+		data, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("heap profile of %s: %w", p.id, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, p.id+".heap"), data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 type mem struct{ rss, heap float64 }
