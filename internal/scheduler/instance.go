@@ -78,6 +78,20 @@ type instance struct {
 	edges       map[string][]*edge    // output port -> its edges, in spec order
 	mappings    map[mappingKey]*compiledMapping
 	node        *v1alpha1.TinyNode
+	// inputs is ports and mappings as last written (under mu), for
+	// receive to read without the lock.
+	inputs atomic.Pointer[inputs]
+}
+
+type inputs struct {
+	ports    map[string]*port
+	mappings map[mappingKey]*compiledMapping
+}
+
+// publishLocked makes ports and mappings as they are now what receive reads.
+// The caller holds mu.
+func (inst *instance) publishLocked() {
+	inst.inputs.Store(&inputs{ports: inst.ports, mappings: inst.mappings})
 }
 
 type mappingKey struct{ from, port string }
@@ -251,6 +265,7 @@ func (inst *instance) wire(node *v1alpha1.TinyNode, mappings map[mappingKey]*com
 	inst.mu.Lock()
 	inst.edges = edges
 	inst.mappings = mappings
+	inst.publishLocked()
 	inst.node = node
 	inst.mu.Unlock()
 	return problems
@@ -329,6 +344,7 @@ func (inst *instance) refreshPorts() {
 		inst.mu.Lock()
 		if inst.ports == nil {
 			inst.ports = inst.s.portsOf(inst.name, nil, false)
+			inst.publishLocked()
 		}
 		inst.mu.Unlock()
 		return
@@ -338,6 +354,7 @@ func (inst *instance) refreshPorts() {
 	inst.mu.Lock()
 	if seq > inst.portsStored {
 		inst.ports, inst.info, inst.statuses, inst.portsStored = fresh, info, statuses, seq
+		inst.publishLocked()
 	}
 	inst.mu.Unlock()
 }
@@ -528,13 +545,12 @@ func (inst *instance) receive(ctx context.Context, hops int, from, portName stri
 		inst.s.failed(inst.name, edgeOrPort(from, portName), from, err)
 		return err
 	}
-	inst.mu.RLock()
-	p := inst.ports[portName]
+	in := inst.inputs.Load()
+	p := in.ports[portName]
 	var m *compiledMapping
 	if from != "" {
-		m = inst.mappings[mappingKey{from: from, port: portName}]
+		m = in.mappings[mappingKey{from: from, port: portName}]
 	}
-	inst.mu.RUnlock()
 	var err error
 	switch {
 	case p == nil:
