@@ -19,6 +19,7 @@ import (
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/vm"
+	"github.com/expr-lang/expr/vm/runtime"
 )
 
 const (
@@ -170,9 +171,13 @@ func compileExpr(src string) (exprNode, error) {
 		return exprNode{}, fmt.Errorf("expression %q: %w", src, err)
 	}
 	opts := append([]expr.Option{
+		// An environment typed as a map loads $ from it directly, not
+		// through reflection.
+		expr.Env(map[string]any{}),
 		expr.AllowUndefinedVariables(),
 		expr.MaxNodes(maxNodes),
 		expr.Patch(optionalMembers{}),
+		memberOption,
 	}, append(arithmeticOptions, baseOptions...)...)
 	p, err := expr.Compile(rewritten, append(opts, queries...)...)
 	if err != nil {
@@ -181,17 +186,33 @@ func compileExpr(src string) (exprNode, error) {
 	return exprNode{p: p, src: src}, nil
 }
 
-// optionalMembers turns every a.b into a?.b, so that a missing path is null
-// instead of an error.
+// optionalMembers turns every a.b and a[b] into a call of memberFunc, which
+// gives null for a null a, so that a missing path is null instead of an
+// error, and reads a JSON object without reflection.
 type optionalMembers struct{}
 
+const memberFunc = "__member"
+
 func (optionalMembers) Visit(n *ast.Node) {
-	if m, ok := (*n).(*ast.MemberNode); ok && !m.Optional && !m.Method {
-		m.Optional = true
-		chain := &ast.ChainNode{Node: m}
-		chain.SetType(m.Type())
-		ast.Patch(n, chain)
+	if m, ok := (*n).(*ast.MemberNode); ok && !m.Method {
+		ast.Patch(n, &ast.CallNode{Callee: &ast.IdentifierNode{Value: memberFunc}, Arguments: []ast.Node{m.Node, m.Property}})
 	}
+}
+
+var memberOption = expr.Function(memberFunc, func(args ...any) (any, error) { return member(args[0], args[1]), nil },
+	new(func(any, any) any))
+
+// member is from.key, as expr-lang's a?.b reads it.
+func member(from, key any) any {
+	switch x := from.(type) {
+	case nil:
+		return nil
+	case map[string]any:
+		if k, ok := key.(string); ok {
+			return x[k]
+		}
+	}
+	return runtime.Fetch(from, key) // expr-lang's own, and its panic for what cannot be read
 }
 
 type literalNode struct{ v any }
