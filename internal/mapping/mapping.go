@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"regexp"
 	"strings"
 	"sync"
 
@@ -183,7 +184,27 @@ func compileExpr(src string) (exprNode, error) {
 	if err != nil {
 		return exprNode{}, fmt.Errorf("expression %q: %w", src, err)
 	}
-	return exprNode{p: p, src: src}, nil
+	n := exprNode{p: p, src: src}
+	if len(queries) == 0 && rewritten == src && plainPath.MatchString(src) {
+		n.path = strings.Split(src, ".")[1:]
+	}
+	return n, nil
+}
+
+// readPath reads path from v as member reads do (see member), and false
+// when it meets something other than a JSON object or null.
+func readPath(v any, path []string) (any, bool) {
+	for _, key := range path {
+		switch x := v.(type) {
+		case nil:
+			return nil, true
+		case map[string]any:
+			v = x[key]
+		default:
+			return nil, false
+		}
+	}
+	return v, true
 }
 
 // optionalMembers turns every a.b and a[b] into a call of memberFunc, which
@@ -222,9 +243,20 @@ func (n literalNode) eval(*evalState) (any, error) { return n.v, nil }
 type exprNode struct {
 	p   *vm.Program
 	src string // as written, before JSONPath queries are rewritten
+	// path is the keys of an expression that is only $.a.b...: read from
+	// JSON objects without the VM, which reads anything else.
+	path []string
 }
 
+// plainPath matches $.a.b... of identifiers.
+var plainPath = regexp.MustCompile(`^\$(\.[A-Za-z_][A-Za-z0-9_]*)+$`)
+
 func (n exprNode) eval(st *evalState) (any, error) {
+	if n.path != nil {
+		if out, ok := readPath(st.env["$"], n.path); ok {
+			return normalize(out), nil
+		}
+	}
 	out, err := st.vm.Run(n.p, st.env)
 	if err != nil {
 		return nil, fmt.Errorf("expression %q: %w", n.src, err)
