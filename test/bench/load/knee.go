@@ -34,7 +34,7 @@ func (o options) verdict(ph *phase, duration time.Duration) string {
 	return ""
 }
 
-// findKnee raises the rate step by step until a step fails.
+// findKnee raises the rate step by step until a step fails twice in a row.
 func findKnee(ctx context.Context, o options, sys system) (*knee, error) {
 	k := &knee{name: sys.name()}
 	if err := sys.up(ctx); err != nil {
@@ -42,6 +42,7 @@ func findKnee(ctx context.Context, o options, sys system) (*knee, error) {
 		return nil, err
 	}
 	defer sys.down()
+	retried := false
 	for rate := float64(o.kneeFrom); ; rate *= o.kneeFactor {
 		r := int(math.Round(rate/500) * 500)
 		dir := ""
@@ -56,6 +57,15 @@ func findKnee(ctx context.Context, o options, sys system) (*knee, error) {
 		why := o.verdict(ph, o.kneeStep)
 		fmt.Printf("knee: %s at %d msg/s: %.0f msg/s received, p99 %s, %d errors, %.1f µs CPU per message: %s\n",
 			sys.name(), r, float64(ph.got)/o.kneeStep.Seconds(), ph.p99().Round(time.Microsecond), ph.failed, ph.cpu/float64(max(ph.got, 1))*1e6, or(why, "passed"))
+		if why != "" && !retried && ph.failed == 0 {
+			// One slow moment on a shared machine (a GC pause, a compile
+			// next door) can fail a 10 s step's p99: a rate fails only
+			// when it fails twice in a row.
+			retried = true
+			rate /= o.kneeFactor
+			continue
+		}
+		retried = false
 		if why != "" {
 			k.why = why
 			return k, nil
@@ -78,7 +88,7 @@ func or(s, otherwise string) string {
 }
 
 func reportKnees(o options, knees []*knee) error {
-	fmt.Printf("\nknee: from %d msg/s, ×%.2f a step of %s, %d senders × %d concurrent sends; a step fails when p99 > %s, a send fails, or under 95%% of the rate arrives\n\n",
+	fmt.Printf("\nknee: from %d msg/s, ×%.2f a step of %s, %d senders × %d concurrent sends; a rate fails when p99 > %s, a send fails, or under 95%% of it arrives, twice in a row\n\n",
 		o.kneeFrom, o.kneeFactor, o.kneeStep, o.replicas, o.kneeWorkers, o.kneeP99)
 	fmt.Println("| system | knee (last rate passed) | p50 / p99 there | CPU per message there | next step failed on | tinymod's knee over this |")
 	fmt.Println("|---|---:|---:|---:|---|---:|")

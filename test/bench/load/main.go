@@ -19,7 +19,7 @@
 // With -knee each system runs a series of short steps from -knee-from
 // messages a second, each -knee-factor times the last, until a step's p99
 // passes -knee-p99, a send fails, or the rate falls short (the senders could
-// not keep up); its knee is the last rate that passed.
+// not keep up), twice in a row; its knee is the last rate that passed.
 package main
 
 import (
