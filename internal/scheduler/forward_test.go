@@ -105,13 +105,15 @@ func (endingTerm) Refresh(string) {}
 
 // recordingTransport records what it carries and accepts it.
 type recordingTransport struct {
-	mu   sync.Mutex
-	msgs []Msg
+	mu      sync.Mutex
+	msgs    []Msg
+	modules []string
 }
 
-func (r *recordingTransport) Send(_ context.Context, _ string, m Msg) any {
+func (r *recordingTransport) Send(_ context.Context, module string, m Msg) any {
 	r.mu.Lock()
 	r.msgs = append(r.msgs, m)
+	r.modules = append(r.modules, module)
 	r.mu.Unlock()
 	return nil
 }

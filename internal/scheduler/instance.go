@@ -111,6 +111,11 @@ type edge struct {
 	toNode   string
 	toPort   string
 	target   atomic.Pointer[edgeTarget] // see Scheduler.target
+	// remote is the other module the target node was found in. Edges are
+	// made again whenever their node is reconciled, which the target
+	// node's creation, deletion or change of spec causes, so it never
+	// outlives what it was learnt from.
+	remote atomic.Pointer[string]
 }
 
 // edgeTarget is the instance an edge led to while the scheduler's instances
@@ -785,6 +790,9 @@ func (s *Scheduler) deliver(ctx context.Context, hops int, e *edge, data any) an
 	if target := s.target(e); target != nil {
 		return target.receive(ctx, hops, e.from, e.toPort, data)
 	}
+	if m := e.remote.Load(); m != nil && s.opts.Transport != nil {
+		return s.sendRemote(ctx, hops, e, *m, data)
+	}
 	node, ok := s.opts.Lookup(e.toNode)
 	if !ok || !node.DeletionTimestamp.IsZero() {
 		return s.edgeFailed(e, module.Permanent(fmt.Errorf("edge %s to %s: %w", e.id, e.to, ErrNoNode)))
@@ -802,7 +810,13 @@ func (s *Scheduler) deliver(ctx context.Context, hops int, e *edge, data any) an
 	if s.opts.Transport == nil {
 		return s.edgeFailed(e, module.Permanent(fmt.Errorf("edge %s to %s: node of module %s, and this replica has no transport to other modules", e.id, e.to, node.Spec.Module)))
 	}
-	res := s.opts.Transport.Send(WithDepth(ctx, hops), node.Spec.Module, Msg{To: e.to, From: e.from, Data: data})
+	e.remote.Store(&node.Spec.Module)
+	return s.sendRemote(ctx, hops, e, node.Spec.Module, data)
+}
+
+// sendRemote sends data along e to a node of another module.
+func (s *Scheduler) sendRemote(ctx context.Context, hops int, e *edge, targetModule string, data any) any {
+	res := s.opts.Transport.Send(WithDepth(ctx, hops), targetModule, Msg{To: e.to, From: e.from, Data: data})
 	if err, isErr := res.(error); isErr && err != nil {
 		s.edgeFailed(e, err)
 	}
@@ -903,7 +917,9 @@ type port struct {
 	// overZero decodes a message over the zero value, not the default; an
 	// empty message still gives the default.
 	overZero bool
-	schema   json.RawMessage
+	// zeroDefault: the default is the type's zero value.
+	zeroDefault bool
+	schema      json.RawMessage
 
 	validatorOnce sync.Once
 	validator     *schema.Validator
@@ -921,6 +937,10 @@ func (s *Scheduler) portsOf(node string, defs []module.Port, overZero bool) map[
 		if def.Configuration != nil {
 			p.typ = reflect.TypeOf(def.Configuration)
 			p.defaultJSON, _ = json.Marshal(def.Configuration)
+			// Decoding the default first is a no-op when it is the type's
+			// zero value (and no custom decoding could make it otherwise).
+			p.zeroDefault = reflect.ValueOf(def.Configuration).IsZero() &&
+				!reflect.PointerTo(p.typ).Implements(jsonUnmarshaler)
 		}
 		ports[def.Name] = p
 	}
@@ -983,6 +1003,8 @@ func (p *port) convertForm(form any) (any, error) {
 
 // decodeJSON decodes raw over the port's default value (or its zero value,
 // with overZero), and gives the default for an empty or null raw.
+var jsonUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
+
 func (p *port) decodeJSON(raw []byte) (any, error) {
 	if p.typ == nil {
 		if len(raw) == 0 {
@@ -994,7 +1016,7 @@ func (p *port) decodeJSON(raw []byte) (any, error) {
 	}
 	ptr := reflect.New(p.typ)
 	empty := len(raw) == 0 || bytes.Equal(raw, []byte("null"))
-	if len(p.defaultJSON) > 0 && (!p.overZero || empty) {
+	if len(p.defaultJSON) > 0 && !p.zeroDefault && (!p.overZero || empty) {
 		if err := json.Unmarshal(p.defaultJSON, ptr.Interface()); err != nil {
 			return nil, err
 		}
