@@ -84,7 +84,7 @@ bench: controlplane
 chaos: controlplane
 	TINYMOD_CHAOS=long $(GO) test -race -count=1 -run TestChaos -v -timeout 60m ./test/e2e/chaos/
 
-## load: 10k messages/s across two modules for 60 s, beside plain unary gRPC; RSS slope per replica
+## load: 10k messages/s across two modules for 60 s, beside plain unary gRPC and NATS request-reply; RSS slope per replica
 load: controlplane
 	$(GO) run ./test/bench/load -rate 10000 -duration 60s
 

@@ -40,6 +40,9 @@ type RunOptions struct {
 	// replica's defaults).
 	KubeQPS   float32
 	KubeBurst int
+	// PerNodeMetrics bounds the nodes whose ports get their own Prometheus
+	// series (0: 500; negative: none); module totals are always there.
+	PerNodeMetrics int
 	// LeaderJournal, if set, is the file that records leader-only work.
 	LeaderJournal string
 	// ShutdownTimeout bounds a graceful stop.
@@ -99,6 +102,7 @@ loss of any one of them.`,
 	f.BoolVar(&o.InsecureGRPC, "insecure-grpc", false, "serve gRPC on a non-loopback address without a token")
 	f.Float32Var(&o.KubeQPS, "kube-api-qps", 0, "API requests a second this replica may make (0: 40); a leader writes every node's status at start-up")
 	f.IntVar(&o.KubeBurst, "kube-api-burst", 0, "API request burst (0: 60)")
+	f.IntVar(&o.PerNodeMetrics, "per-node-metrics", 0, "how many nodes get message series of their own, by port (0: 500; negative: none); module totals are always kept")
 	f.StringVar(&o.LeaderJournal, "leader-journal", "", "append a JSON line to this file each time leadership is confirmed for leader-only work, "+
 		"with identity, lease transitions and CLOCK_MONOTONIC times, for auditing that no two replicas lead at once")
 	if name == "" {
@@ -214,6 +218,8 @@ func run(ctx context.Context, o RunOptions, version string, components []module.
 			HealthAddr:   o.HealthAddr,
 			Log:          base,
 			Journal:      journal,
+
+			PerNodeMetrics: o.PerNodeMetrics,
 		})
 	}()
 	var runErr error
