@@ -130,7 +130,11 @@ func edgeTargets(o client.Object) []string {
 func (r *TinyNodeReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	module := r.Scheduler.Module().Name
 	r.resync = make(chan event.GenericEvent, 4096)
-	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.TinyNode{}, edgeTargetIndex, edgeTargets); err != nil {
+	// The indexer asks the API server for the kind's mapping: a failed
+	// request (a restarting API server) is retried, as at every start-up step.
+	if err := RetryStartup(context.Background(), func() error {
+		return mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.TinyNode{}, edgeTargetIndex, edgeTargets)
+	}); err != nil {
 		return fmt.Errorf("index nodes by edge target: %w", err)
 	}
 	ours := predicate.NewPredicateFuncs(func(o client.Object) bool {
