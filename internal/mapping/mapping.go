@@ -33,6 +33,9 @@ const (
 // Template is a compiled mapping, safe for concurrent use.
 type Template struct {
 	root node
+	// members: every expression reads $ through constant member paths
+	// only, so a struct message is read field by field (see goValue).
+	members bool
 }
 
 type node interface {
@@ -45,6 +48,7 @@ type node interface {
 type evalState struct {
 	env map[string]any
 	vm  vm.VM
+	gv  goValue // the message, when $ is read field by field
 }
 
 var evalStates = sync.Pool{New: func() any { return &evalState{env: make(map[string]any, 1)} }}
@@ -53,10 +57,29 @@ func evalWith(msg any, n node) (any, error) {
 	st := evalStates.Get().(*evalState)
 	st.env["$"] = msg
 	out, err := n.eval(st)
-	clear(st.env) // the pool must not keep the message alive
-	clear(st.vm.Variables)
-	evalStates.Put(st)
+	st.release()
 	return out, err
+}
+
+// root makes msg the state's $: field by field when members allows it
+// (see goValue), else in JSON form.
+func (st *evalState) root(msg any, members bool) error {
+	if members && st.gv.set(msg) {
+		st.env["$"] = &st.gv
+		return nil
+	}
+	form, err := Form(msg)
+	st.env["$"] = form
+	return err
+}
+
+// release returns the state to the pool, which must not keep the message
+// alive.
+func (st *evalState) release() {
+	clear(st.env)
+	clear(st.vm.Variables)
+	st.gv = goValue{}
+	evalStates.Put(st)
 }
 
 // Compile parses a JSON template and compiles every expression in it. The
@@ -70,13 +93,100 @@ func Compile(template []byte) (*Template, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Template{root: root}, nil
+	return &Template{root: root, members: membersOnly(root)}, nil
+}
+
+func membersOnly(n node) bool {
+	switch n := n.(type) {
+	case exprNode:
+		return n.members
+	case interpolationNode:
+		for _, p := range n.parts {
+			if !membersOnly(p) {
+				return false
+			}
+		}
+	case objectNode:
+		for _, v := range n.values {
+			if !membersOnly(v) {
+				return false
+			}
+		}
+	case arrayNode:
+		for _, v := range n.values {
+			if !membersOnly(v) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // Eval evaluates the template against msg, a value in JSON form (maps, slices,
 // strings, float64s, bools, nil), and returns a value in the same form.
 func (t *Template) Eval(msg any) (any, error) {
 	return evalWith(msg, t.root)
+}
+
+// EvalValue evaluates the template against msg, any value that encodes as
+// JSON: as Eval of msg's JSON form, without building more of that form than
+// the template reads.
+func (t *Template) EvalValue(msg any) (any, error) {
+	st := evalStates.Get().(*evalState)
+	defer st.release()
+	if err := st.root(msg, t.members); err != nil {
+		return nil, err
+	}
+	return t.root.eval(st)
+}
+
+// EvalInto evaluates the template as EvalValue does and, when the template
+// is an object and dst (settable) a struct, decodes its fields into dst
+// over what it holds, as json.Unmarshal of the result would, without
+// building the result. done false: dst may be partly written, and form is
+// the result, for the caller to decode another way.
+func (t *Template) EvalInto(msg any, dst reflect.Value) (done bool, form any, err error) {
+	obj, ok := t.root.(objectNode)
+	if !ok || dst.Kind() != reflect.Struct || infoOf(dst.Type()).custom {
+		form, err = t.EvalValue(msg)
+		return false, form, err
+	}
+	st := evalStates.Get().(*evalState)
+	defer st.release()
+	if err := st.root(msg, t.members); err != nil {
+		return false, nil, err
+	}
+	info := infoOf(dst.Type())
+	var buf [8]any
+	values := buf[:0]
+	if len(obj.keys) > len(buf) {
+		values = make([]any, 0, len(obj.keys))
+	}
+	values = values[:len(obj.keys)]
+	done = true
+	for i, k := range obj.keys {
+		if values[i], err = obj.values[i].eval(st); err != nil {
+			return false, nil, err
+		}
+		if !done {
+			continue
+		}
+		f := info.byName[k]
+		switch {
+		case f == nil:
+			done = !info.folds(k) // json ignores it, or matches it case-insensitively
+		case !fromForm(values[i], dst.Field(f.index), 1):
+			done = false
+		}
+	}
+	if done {
+		return true, nil, nil
+	}
+	out := make(map[string]any, len(obj.keys))
+	for i, k := range obj.keys {
+		out[k] = values[i]
+	}
+	return false, out, nil
 }
 
 // HasExpressions reports whether the template reads the message at all.
@@ -184,7 +294,7 @@ func compileExpr(src string) (exprNode, error) {
 	if err != nil {
 		return exprNode{}, fmt.Errorf("expression %q: %w", src, err)
 	}
-	n := exprNode{p: p, src: src}
+	n := exprNode{p: p, src: src, members: len(queries) == 0 && readsMembersOnly(rewritten)}
 	if len(queries) == 0 && rewritten == src && plainPath.MatchString(src) {
 		n.path = strings.Split(src, ".")[1:]
 	}
@@ -193,18 +303,23 @@ func compileExpr(src string) (exprNode, error) {
 
 // readPath reads path from v as member reads do (see member), and false
 // when it meets something other than a JSON object or null.
-func readPath(v any, path []string) (any, bool) {
+func readPath(v any, path []string) (any, bool, error) {
 	for _, key := range path {
 		switch x := v.(type) {
 		case nil:
-			return nil, true
+			return nil, true, nil
 		case map[string]any:
 			v = x[key]
+		case *goValue:
+			var err error
+			if v, err = x.member(key); err != nil {
+				return nil, false, err
+			}
 		default:
-			return nil, false
+			return nil, false, nil
 		}
 	}
-	return v, true
+	return v, true, nil
 }
 
 // optionalMembers turns every a.b and a[b] into a call of memberFunc, which
@@ -220,8 +335,14 @@ func (optionalMembers) Visit(n *ast.Node) {
 	}
 }
 
-var memberOption = expr.Function(memberFunc, func(args ...any) (any, error) { return member(args[0], args[1]), nil },
-	new(func(any, any) any))
+var memberOption = expr.Function(memberFunc, func(args ...any) (any, error) {
+	if g, ok := args[0].(*goValue); ok {
+		if k, ok := args[1].(string); ok {
+			return g.member(k)
+		}
+	}
+	return member(args[0], args[1]), nil
+}, new(func(any, any) any))
 
 // member is from.key, as expr-lang's a?.b reads it.
 func member(from, key any) any {
@@ -246,6 +367,8 @@ type exprNode struct {
 	// path is the keys of an expression that is only $.a.b...: read from
 	// JSON objects without the VM, which reads anything else.
 	path []string
+	// members: $ is only read through constant member paths.
+	members bool
 }
 
 // plainPath matches $.a.b... of identifiers.
@@ -253,7 +376,11 @@ var plainPath = regexp.MustCompile(`^\$(\.[A-Za-z_][A-Za-z0-9_]*)+$`)
 
 func (n exprNode) eval(st *evalState) (any, error) {
 	if n.path != nil {
-		if out, ok := readPath(st.env["$"], n.path); ok {
+		out, ok, err := readPath(st.env["$"], n.path)
+		if err != nil {
+			return nil, fmt.Errorf("expression %q: %w", n.src, err)
+		}
+		if ok {
 			return normalize(out), nil
 		}
 	}

@@ -251,7 +251,7 @@ func TestFailedDeliveriesLeaveATrace(t *testing.T) {
 		}
 	}
 	for _, node := range []string{"b", "c"} {
-		if n := counterValue(s.metrics.messages.WithLabelValues(node, "in", "error")); n != 3 {
+		if n := gathered(t, reg, "tinymod_messages_total", "node", node, "port", "in", "result", "error"); n != 3 {
 			t.Errorf("tinymod_messages_total{node=%q,port=in,result=error} = %v, want 3", node, n)
 		}
 		h := s.Health()[node]
@@ -307,6 +307,7 @@ func TestLookupNeverRevivesOrRollsBack(t *testing.T) {
 	f.mustAdd("a", "relay", nil)
 	f.s.instance("a").mu.Lock()
 	f.s.instance("a").edges = map[string][]*edge{"out": {{id: "ag", from: "a.out", to: "gone.in", toNode: "gone", toPort: "in"}}}
+	f.s.instance("a").publishLocked()
 	f.s.instance("a").mu.Unlock()
 	res := f.s.Handle(context.Background(), Msg{To: "a.in", Data: map[string]any{"who": "x"}})
 	if err, ok := res.(error); !ok || !errors.Is(err, ErrNoNode) {
@@ -347,6 +348,38 @@ func TestIsLeaderOnEveryPort(t *testing.T) {
 			t.Errorf("leading=%v: utils.IsLeader in Handle on a business port = %v", leading, got)
 		}
 	}
+}
+
+// gathered is the value of the counter or histogram count of family with
+// the labels given as name, value pairs, gathered from reg; -1 if none.
+func gathered(t *testing.T, reg prometheus.Gatherer, family string, labels ...string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != family {
+			continue
+		}
+	metric:
+		for _, m := range f.GetMetric() {
+			have := map[string]string{}
+			for _, l := range m.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for i := 0; i+1 < len(labels); i += 2 {
+				if have[labels[i]] != labels[i+1] {
+					continue metric
+				}
+			}
+			if h := m.GetHistogram(); h != nil {
+				return float64(h.GetSampleCount())
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return -1
 }
 
 func counterValue(c prometheus.Counter) float64 {

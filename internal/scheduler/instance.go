@@ -78,20 +78,21 @@ type instance struct {
 	edges       map[string][]*edge    // output port -> its edges, in spec order
 	mappings    map[mappingKey]*compiledMapping
 	node        *v1alpha1.TinyNode
-	// inputs is ports and mappings as last written (under mu), for
-	// receive to read without the lock.
-	inputs atomic.Pointer[inputs]
+	// wiring is ports, edges and mappings as last written (under mu), for
+	// send and receive to read without the lock.
+	wiring atomic.Pointer[wiring]
 }
 
-type inputs struct {
+type wiring struct {
 	ports    map[string]*port
+	edges    map[string][]*edge
 	mappings map[mappingKey]*compiledMapping
 }
 
-// publishLocked makes ports and mappings as they are now what receive reads.
-// The caller holds mu.
+// publishLocked makes ports, edges and mappings as they are now what send
+// and receive read. The caller holds mu.
 func (inst *instance) publishLocked() {
-	inst.inputs.Store(&inputs{ports: inst.ports, mappings: inst.mappings})
+	inst.wiring.Store(&wiring{ports: inst.ports, edges: inst.edges, mappings: inst.mappings})
 }
 
 type mappingKey struct{ from, port string }
@@ -550,7 +551,7 @@ func (inst *instance) receive(ctx context.Context, hops int, from, portName stri
 		inst.s.failed(inst.name, edgeOrPort(from, portName), from, err)
 		return err
 	}
-	in := inst.inputs.Load()
+	in := inst.wiring.Load()
 	p := in.ports[portName]
 	var m *compiledMapping
 	if from != "" {
@@ -615,11 +616,22 @@ func (inst *instance) decode(p *port, m *compiledMapping, data any) (any, error)
 		if m.err != nil {
 			return nil, fmt.Errorf("mapping does not compile: %w", m.err)
 		}
-		generic, err := toGeneric(data)
-		if err != nil {
-			return nil, err
+		if p.typ != nil {
+			// Straight into the port's type, when the defaults and the
+			// template allow it.
+			ptr := reflect.New(p.typ)
+			if p.defaultInto(ptr.Elem(), false) {
+				done, out, err := m.tpl.EvalInto(data, ptr.Elem())
+				if err != nil {
+					return nil, fmt.Errorf("mapping: %w", err)
+				}
+				if done {
+					return ptr.Elem().Interface(), nil
+				}
+				return p.convertForm(out)
+			}
 		}
-		out, err := m.tpl.Eval(generic)
+		out, err := m.tpl.EvalValue(data)
 		if err != nil {
 			return nil, fmt.Errorf("mapping: %w", err)
 		}
@@ -631,7 +643,7 @@ func (inst *instance) decode(p *port, m *compiledMapping, data any) (any, error)
 // handle calls the component, turning a panic into an error, counting, and
 // recording a failure.
 func (inst *instance) handle(ctx context.Context, p *port, from, portName string, msg any) (result any) {
-	start := monotonicNow()
+	start := nanotime()
 	defer func() {
 		if r := recover(); r != nil {
 			// A bug: trying again would only panic again (and redo whatever
@@ -649,13 +661,12 @@ func (inst *instance) handle(ctx context.Context, p *port, from, portName string
 	return inst.component.Handle(ctx, inst.output, portName, msg)
 }
 
-// clockBase anchors monotonicNow.
+// clockBase anchors nanotime.
 var clockBase = time.Now()
 
-// monotonicNow is a time for measuring durations with time.Since, read from
-// the monotonic clock alone: half the cost of time.Now, whose wall clock a
-// duration does not need.
-func monotonicNow() time.Time { return clockBase.Add(time.Since(clockBase)) }
+// nanotime is the monotonic clock in nanoseconds, for measuring durations:
+// half the cost of time.Now, whose wall clock a duration does not need.
+func nanotime() int64 { return int64(time.Since(clockBase)) }
 
 // send is the instance's output handler.
 func (inst *instance) send(ctx context.Context, portName string, data any) any {
@@ -673,10 +684,9 @@ func (inst *instance) send(ctx context.Context, portName string, data any) any {
 		return module.Permanent(fmt.Errorf("%s: the %s port is not available in this runtime", inst.name, v1alpha1.ClientPort))
 	}
 
-	inst.mu.RLock()
-	edges := inst.edges[portName]
-	p := inst.ports[portName]
-	inst.mu.RUnlock()
+	w := inst.wiring.Load()
+	edges := w.edges[portName]
+	p := w.ports[portName]
 	if p == nil || !p.def.Source {
 		return module.Permanent(fmt.Errorf("%w: %s has no output port %q", ErrNoPort, inst.name, portName))
 	}
@@ -888,24 +898,6 @@ func isSystemPort(name string) bool {
 	return len(name) > 0 && name[0] == '_'
 }
 
-// toGeneric turns a Go value into its JSON form for mappings: walked by
-// mapping.JSONForm when it can, else through encoding/json, which gives the
-// same.
-func toGeneric(v any) (any, error) {
-	if form, ok := mapping.JSONForm(v); ok {
-		return form, nil
-	}
-	data, err := json.Marshal(v)
-	if err != nil {
-		return nil, fmt.Errorf("message is not JSON-encodable: %w", err)
-	}
-	var out any
-	if err := json.Unmarshal(data, &out); err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
 // port is a component's port with what the runtime derives from it.
 type port struct {
 	def         module.Port
@@ -987,18 +979,28 @@ func (p *port) convertForm(form any) (any, error) {
 	if p.passes(form) {
 		return form, nil
 	}
+	ptr := reflect.New(p.typ)
+	empty := form == nil
+	if !p.defaultInto(ptr.Elem(), empty) || !empty && !mapping.DecodeForm(form, ptr.Elem()) {
+		return p.convert(form) // encoding/json's turn, and its error
+	}
+	return ptr.Elem().Interface(), nil
+}
+
+// defaultInto puts the port's default into dst, a zero value of its type,
+// as a message is decoded over it: unless the port decodes over the zero
+// value and the message is not empty, or the default is the zero value.
+// False: mapping.DecodeForm left the default to encoding/json.
+func (p *port) defaultInto(dst reflect.Value, empty bool) bool {
+	if p.overZero && !empty || p.zeroDefault {
+		return true
+	}
 	p.defaultFormOnce.Do(func() {
 		if len(p.defaultJSON) > 0 && json.Unmarshal(p.defaultJSON, &p.defaultForm) != nil {
 			p.defaultForm = nil
 		}
 	})
-	ptr := reflect.New(p.typ)
-	empty := form == nil
-	if p.defaultForm != nil && (!p.overZero || empty) && !mapping.DecodeForm(p.defaultForm, ptr.Elem()) ||
-		!empty && !mapping.DecodeForm(form, ptr.Elem()) {
-		return p.convert(form) // encoding/json's turn, and its error
-	}
-	return ptr.Elem().Interface(), nil
+	return p.defaultForm == nil || mapping.DecodeForm(p.defaultForm, dst)
 }
 
 // decodeJSON decodes raw over the port's default value (or its zero value,

@@ -35,27 +35,25 @@ type MetricsOptions struct {
 type metrics struct {
 	failures  *prometheus.CounterVec
 	panics    *prometheus.CounterVec
-	messages  *prometheus.CounterVec
-	handle    *prometheus.HistogramVec
 	instances *prometheus.GaugeVec
 	forwarded *prometheus.CounterVec
 
-	// Module-wide: every message, whatever its node.
-	moduleOK, moduleFailed prometheus.Counter
-	moduleSeconds          prometheus.Observer
+	handled *handled // collects stats
+	module  string
 
-	perNode int                 // nodes that may have series of their own
-	mu      sync.Mutex          // guards nodes
-	nodes   map[string]struct{} // nodes that have them
+	perNode int                              // nodes that may have series of their own
+	mu      sync.Mutex                       // guards nodes and stats
+	nodes   map[string]struct{}              // nodes that have them
+	stats   map[string]map[string]*portStats // by node and port: ports that have handled a message
 }
 
-// portMetrics counts one port's messages. Its own series are made with its
+// portMetrics counts one port's messages. Its stats are made with its
 // first message, so that idle ports (most _control and _reconcile ports)
-// cost nothing.
+// cost nothing, and outlive the port: a port table read again counts on.
 type portMetrics struct {
 	m          *metrics
 	node, port string
-	own        atomic.Pointer[nodeSeries] // nil: not resolved yet
+	stats      atomic.Pointer[portStats] // nil: not resolved yet
 	// failed counts a message that failed before its handler ran.
 	failed failedCounter
 }
@@ -64,20 +62,7 @@ type portMetrics struct {
 // (it did not decode): an error in the module's and the port's totals.
 type failedCounter struct{ p *portMetrics }
 
-func (f failedCounter) Inc() {
-	f.p.m.moduleFailed.Inc()
-	if s := f.p.series(); s != noSeries {
-		s.failed.Inc()
-	}
-}
-
-type nodeSeries struct {
-	ok, failed prometheus.Counter
-	seconds    prometheus.Observer
-}
-
-// noSeries marks a port whose node is past the bound.
-var noSeries = &nodeSeries{}
+func (f failedCounter) Inc() { f.p.resolve().failed.Add(1) }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	opts := MetricsOptions{Registerer: reg}
@@ -89,34 +74,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	reg = opts.Registerer
 	m := &metrics{
-		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tinymod_messages_total",
-			Help: "Messages handled by node components, by node, port and result (ok or error); only for the first nodes to handle messages, up to the replica's bound (see tinymod_module_messages_total).",
-		}, []string{"node", "port", "result"}),
-		handle: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "tinymod_handle_seconds",
-			Help:    "Time node components spent handling a message, downstream hops included, by node and port; only for the first nodes to handle messages, up to the replica's bound.",
-			Buckets: prometheus.ExponentialBuckets(0.00001, 4, 12),
-		}, []string{"node", "port"}),
 		instances: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "tinymod_node_instances",
 			Help: "Node instances this replica runs, by module: every replica runs every node of its module.",
 		}, []string{"module"}),
+		module:  opts.Module,
 		perNode: opts.PerNode,
 		nodes:   map[string]struct{}{},
+		stats:   map[string]map[string]*portStats{},
 	}
 	if m.perNode == 0 {
 		m.perNode = DefaultPerNodeMetrics
 	}
-	moduleMessages := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tinymod_module_messages_total",
-		Help: "Messages handled by the module's node components on this replica, by module and result (ok or error).",
-	}, []string{"module", "result"})
-	moduleHandle := prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "tinymod_module_handle_seconds",
-		Help:    "Time the module's node components spent handling a message on this replica, downstream hops included.",
-		Buckets: prometheus.ExponentialBuckets(0.00001, 4, 12),
-	}, []string{"module"})
 	m.failures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tinymod_delivery_failures_total",
 		Help: "Failed deliveries on this replica, by module: a message that did not map, decode or reach its node, or a handler's error.",
@@ -142,21 +111,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if m.instances, err = promreg.Register(reg, m.instances); err != nil {
 		return nil, err
 	}
-	if m.messages, err = promreg.Register(reg, m.messages); err != nil {
+	if m.handled, err = promreg.Register(reg, newHandled()); err != nil {
 		return nil, err
 	}
-	if m.handle, err = promreg.Register(reg, m.handle); err != nil {
-		return nil, err
-	}
-	if moduleMessages, err = promreg.Register(reg, moduleMessages); err != nil {
-		return nil, err
-	}
-	if moduleHandle, err = promreg.Register(reg, moduleHandle); err != nil {
-		return nil, err
-	}
-	m.moduleOK = moduleMessages.WithLabelValues(opts.Module, "ok")
-	m.moduleFailed = moduleMessages.WithLabelValues(opts.Module, "error")
-	m.moduleSeconds = moduleHandle.WithLabelValues(opts.Module)
+	m.handled.attach(m)
 	return m, nil
 }
 
@@ -168,64 +126,47 @@ func (m *metrics) forPort(node, port string) *portMetrics {
 	return p
 }
 
-// series returns the port's own series, making them with the first message
-// if its node is within the bound, or noSeries.
-func (p *portMetrics) series() *nodeSeries {
-	if s := p.own.Load(); s != nil {
+// resolve returns the port's stats, made with its first message; they have
+// series of their own if its node is within the bound.
+func (p *portMetrics) resolve() *portStats {
+	if s := p.stats.Load(); s != nil {
 		return s
 	}
 	m := p.m
-	s := noSeries
 	m.mu.Lock()
-	_, has := m.nodes[p.node]
-	if !has && len(m.nodes) < m.perNode {
-		m.nodes[p.node] = struct{}{}
-		has = true
-	}
-	if has {
-		// Made under mu, so that forget cannot interleave and leave
-		// series of a node it has already dropped.
-		s = &nodeSeries{
-			ok:      m.messages.WithLabelValues(p.node, p.port, "ok"),
-			failed:  m.messages.WithLabelValues(p.node, p.port, "error"),
-			seconds: m.handle.WithLabelValues(p.node, p.port),
+	s := m.stats[p.node][p.port]
+	if s == nil {
+		_, own := m.nodes[p.node]
+		if !own && len(m.nodes) < m.perNode {
+			m.nodes[p.node] = struct{}{}
+			own = true
 		}
+		s = &portStats{module: m.module, node: p.node, port: p.port, own: own}
+		if m.stats[p.node] == nil {
+			m.stats[p.node] = map[string]*portStats{}
+		}
+		m.stats[p.node][p.port] = s
 	}
 	m.mu.Unlock()
-	p.own.Store(s)
+	p.stats.Store(s)
 	return s
 }
 
+// forget drops a node's stats, keeping their counts in the module's totals,
+// and gives its place among the nodes with series to another.
 func (m *metrics) forget(node string) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.nodes[node]; !ok {
-		return
+	var gone []*portStats
+	for _, s := range m.stats[node] {
+		gone = append(gone, s)
 	}
+	delete(m.stats, node)
 	delete(m.nodes, node)
-	m.messages.DeletePartialMatch(prometheus.Labels{"node": node})
-	m.handle.DeletePartialMatch(prometheus.Labels{"node": node})
+	m.mu.Unlock()
+	m.handled.retire(gone...)
 }
 
-func (p *port) observe(start time.Time, result any) {
-	seconds := time.Since(start).Seconds()
+func (p *port) observe(start int64, result any) {
 	err, failed := result.(error)
-	failed = failed && err != nil
-	m := p.m.m
-	m.moduleSeconds.Observe(seconds)
-	if failed {
-		m.moduleFailed.Inc()
-	} else {
-		m.moduleOK.Inc()
-	}
-	s := p.m.series()
-	if s == noSeries {
-		return
-	}
-	s.seconds.Observe(seconds)
-	if failed {
-		s.failed.Inc()
-		return
-	}
-	s.ok.Inc()
+	p.m.resolve().observe(time.Duration(nanotime()-start), failed && err != nil)
 }
