@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 
 	"github.com/go-logr/logr"
 
@@ -75,12 +76,33 @@ func WithLog(ctx context.Context, log logr.Logger) context.Context {
 	return context.WithValue(ctx, logKey{}, log)
 }
 
+// WithLogFunc returns ctx carrying a logger that make makes the first time
+// it is asked for: a runtime gives each node one this way, since most
+// nodes never log and a logger with values of its own costs memory.
+func WithLogFunc(ctx context.Context, make func() logr.Logger) context.Context {
+	return context.WithValue(ctx, logKey{}, &lazyLog{make: make})
+}
+
+type lazyLog struct {
+	once sync.Once
+	make func() logr.Logger
+	log  logr.Logger
+}
+
+func (l *lazyLog) get() logr.Logger {
+	l.once.Do(func() { l.log, l.make = l.make(), nil })
+	return l.log
+}
+
 // Log returns the logger of the node a message was delivered to: structured,
 // with the replica's identity, the module and the node. It discards when the
 // context carries none.
 func Log(ctx context.Context) logr.Logger {
-	if l, ok := ctx.Value(logKey{}).(logr.Logger); ok {
+	switch l := ctx.Value(logKey{}).(type) {
+	case logr.Logger:
 		return l
+	case *lazyLog:
+		return l.get()
 	}
 	return logr.Discard()
 }

@@ -31,7 +31,6 @@ type instance struct {
 	component     module.Component
 	contract      Contract
 	output        module.Handler
-	log           logr.Logger
 
 	// ctx lives as long as the instance; system ports are delivered with it.
 	ctx    context.Context
@@ -127,12 +126,15 @@ type edgeTarget struct {
 }
 
 func (s *Scheduler) newInstance(name, componentName string, c module.Component) *instance {
-	log := s.opts.Log.WithValues("node", name)
-	values := module.WithLog(leader.NewContext(context.Background(), s.opts.Leader, "node "+name), log)
+	// The node's logger is made when something logs: most nodes never do,
+	// and one costs most of a kilobyte.
+	base := s.opts.Log
+	values := module.WithLogFunc(leader.NewContext(context.Background(), s.opts.Leader, "node "+name),
+		func() logr.Logger { return base.WithValues("node", name) })
 	ctx, cancel := context.WithCancel(values)
 	inst := &instance{
 		s: s, name: name, componentName: componentName, component: c, action: "node " + name,
-		ctx: ctx, cancel: cancel, values: values, log: log, contract: contractOf(c),
+		ctx: ctx, cancel: cancel, values: values, contract: contractOf(c),
 		started:   make(chan struct{}),
 		refreshed: make(chan struct{}),
 		edges:     map[string][]*edge{},
@@ -522,7 +524,7 @@ func (inst *instance) awaitStart(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-t.C:
-		inst.log.Info("delivering a message before the node's first settings and _reconcile ended", "waited", StartWait)
+		module.Log(inst.values).Info("delivering a message before the node's first settings and _reconcile ended", "waited", StartWait)
 	}
 	return nil
 }
