@@ -161,8 +161,8 @@ func (h *handled) Collect(ch chan<- prometheus.Metric) {
 		total(modules, module).addTally(t)
 	}
 	for m := range h.sources {
-		total(modules, m.module) // present from the start
 		m.mu.Lock()
+		total(modules, m.module).add(m.others) // present from the start
 		for _, byPort := range m.stats {
 			for _, s := range byPort {
 				total(modules, s.module).add(s)

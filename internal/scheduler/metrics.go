@@ -45,6 +45,9 @@ type metrics struct {
 	mu      sync.Mutex                       // guards nodes and stats
 	nodes   map[string]struct{}              // nodes that have them
 	stats   map[string]map[string]*portStats // by node and port: ports that have handled a message
+	// others counts the ports of nodes past the bound, which have no series
+	// of their own: one set for all, for the module's totals.
+	others *portStats
 }
 
 // portMetrics counts one port's messages. Its stats are made with its
@@ -83,6 +86,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		nodes:   map[string]struct{}{},
 		stats:   map[string]map[string]*portStats{},
 	}
+	m.others = &portStats{module: m.module}
 	if m.perNode == 0 {
 		m.perNode = DefaultPerNodeMetrics
 	}
@@ -141,11 +145,14 @@ func (p *portMetrics) resolve() *portStats {
 			m.nodes[p.node] = struct{}{}
 			own = true
 		}
-		s = &portStats{module: m.module, node: p.node, port: p.port, own: own}
-		if m.stats[p.node] == nil {
-			m.stats[p.node] = map[string]*portStats{}
+		s = m.others
+		if own {
+			s = &portStats{module: m.module, node: p.node, port: p.port, own: true}
+			if m.stats[p.node] == nil {
+				m.stats[p.node] = map[string]*portStats{}
+			}
+			m.stats[p.node][p.port] = s
 		}
-		m.stats[p.node][p.port] = s
 	}
 	m.mu.Unlock()
 	p.stats.Store(s)
