@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
+	"github.com/tinymod/tinymod/internal/debugring"
 	"github.com/tinymod/tinymod/module"
 )
 
@@ -76,6 +77,7 @@ func (c *Component) Handle(ctx context.Context, handler module.Handler, port str
 		wait := c.interval() - time.Since(c.mirrored)
 		c.mu.Unlock()
 		module.Log(ctx).Info("debug", "node", node, "data", json.RawMessage(data))
+		debugring.Default.Add(node, data)
 		if schedule {
 			time.AfterFunc(max(wait, 0), func() { c.mirror(handler) })
 		}

@@ -31,6 +31,7 @@ import (
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
 	"github.com/tinymod/tinymod/internal/controller"
+	"github.com/tinymod/tinymod/internal/debugring"
 	"github.com/tinymod/tinymod/internal/leader"
 	"github.com/tinymod/tinymod/internal/resources"
 	"github.com/tinymod/tinymod/internal/scheduler"
@@ -330,6 +331,10 @@ func Run(ctx context.Context, opts Options) error {
 			w.Header().Set("Content-Type", "application/json")
 			_ = json.NewEncoder(w).Encode(Health{Module: opts.Module.Name, Identity: opts.Identity, Nodes: sched.Health()})
 		})); err != nil {
+			return fmt.Errorf("replica: %w", err)
+		}
+		// The last messages of this process's debug nodes, for tinymod ui.
+		if err := mgr.AddMetricsServerExtraHandler(debugring.Path, debugring.Handler(debugring.Default)); err != nil {
 			return fmt.Errorf("replica: %w", err)
 		}
 	}

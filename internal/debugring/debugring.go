@@ -1,0 +1,90 @@
+// Package debugring keeps the last messages debug nodes received in this
+// process, for the page of `tinymod ui` to show live: replicas serve them
+// beside their metrics (see Handler), so that no replica writes to the API
+// server per message.
+package debugring
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Size is how many entries a ring keeps.
+const Size = 256
+
+// Entry is one message a debug node received.
+type Entry struct {
+	Seq  uint64          `json:"seq"`
+	Node string          `json:"node"`
+	At   time.Time       `json:"at"`
+	Data json.RawMessage `json:"data"`
+}
+
+// Ring is a bounded log of entries, safe for concurrent use.
+type Ring struct {
+	mu      sync.Mutex
+	entries [Size]Entry
+	next    uint64 // the seq of the next entry; entries hold seqs [next-Size, next)
+}
+
+// Default is the process's ring, which the debug component fills.
+var Default = &Ring{next: 1}
+
+// Add records a message node received.
+func (r *Ring) Add(node string, data json.RawMessage) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.next == 0 {
+		r.next = 1
+	}
+	r.entries[r.next%Size] = Entry{Seq: r.next, Node: node, At: time.Now(), Data: data}
+	r.next++
+}
+
+// After returns the entries after seq, oldest first, and the seq to ask
+// after next time. Entries that fell out of the ring are skipped.
+func (r *Ring) After(seq uint64) ([]Entry, uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.next == 0 {
+		r.next = 1
+	}
+	first := seq + 1
+	if r.next > Size && first < r.next-Size {
+		first = r.next - Size
+	}
+	if first == 0 {
+		first = 1
+	}
+	var out []Entry
+	for s := first; s < r.next; s++ {
+		out = append(out, r.entries[s%Size])
+	}
+	return out, r.next - 1
+}
+
+// Path is where replicas serve their ring, on the metrics address.
+const Path = "/tinymod/debug"
+
+// Page is what Handler serves: the entries after the asked seq.
+type Page struct {
+	Entries []Entry `json:"entries"`
+	// Last is the seq to ask after next time.
+	Last uint64 `json:"last"`
+}
+
+// Handler serves r's entries after ?after=SEQ as a Page.
+func Handler(r *Ring) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		after, _ := strconv.ParseUint(req.URL.Query().Get("after"), 10, 64)
+		entries, last := r.After(after)
+		if entries == nil {
+			entries = []Entry{}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(Page{Entries: entries, Last: last})
+	})
+}

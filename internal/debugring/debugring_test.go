@@ -1,0 +1,47 @@
+package debugring
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
+	"testing"
+)
+
+func TestRingKeepsTheLastAndPagesOn(t *testing.T) {
+	r := &Ring{}
+	if got, last := r.After(0); len(got) != 0 || last != 0 {
+		t.Fatalf("empty ring: %v, %d", got, last)
+	}
+	for i := range Size + 10 {
+		r.Add(fmt.Sprintf("n%d", i), json.RawMessage(fmt.Sprint(i)))
+	}
+	got, last := r.After(0)
+	if len(got) != Size || got[0].Seq != 11 || got[Size-1].Seq != Size+10 || last != Size+10 {
+		t.Fatalf("after 0: %d entries, first %d, last %d, next %d", len(got), got[0].Seq, got[len(got)-1].Seq, last)
+	}
+	if got[0].Node != "n10" || string(got[0].Data) != "10" {
+		t.Errorf("first entry %+v", got[0])
+	}
+	r.Add("x", json.RawMessage(`{"a":1}`))
+	more, last2 := r.After(last)
+	if len(more) != 1 || more[0].Node != "x" || last2 != last+1 {
+		t.Errorf("after %d: %+v, %d", last, more, last2)
+	}
+	if none, l := r.After(last2); len(none) != 0 || l != last2 {
+		t.Errorf("nothing new: %+v, %d", none, l)
+	}
+}
+
+func TestHandler(t *testing.T) {
+	r := &Ring{}
+	r.Add("d", json.RawMessage(`"hi"`))
+	rec := httptest.NewRecorder()
+	Handler(r).ServeHTTP(rec, httptest.NewRequest("GET", Path+"?after=0", nil))
+	var p Page
+	if err := json.Unmarshal(rec.Body.Bytes(), &p); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Entries) != 1 || p.Entries[0].Node != "d" || p.Last != 1 {
+		t.Errorf("page %+v", p)
+	}
+}
