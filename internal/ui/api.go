@@ -1,0 +1,385 @@
+package ui
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tinymod/tinymod/api/v1alpha1"
+	"github.com/tinymod/tinymod/internal/mapping"
+)
+
+// NoFlow is the flow name the page uses for nodes without one.
+const NoFlow = "_none"
+
+func (s *Server) routes(mux *http.ServeMux) {
+	mux.HandleFunc("POST /api/signals", s.createSignal)
+	mux.HandleFunc("POST /api/nodes", s.createNode)
+	mux.HandleFunc("DELETE /api/nodes/{name}", s.deleteNode)
+	mux.HandleFunc("PUT /api/nodes/{name}/settings", s.putSettings)
+	mux.HandleFunc("POST /api/nodes/{name}/edges", s.addEdge)
+	mux.HandleFunc("DELETE /api/nodes/{name}/edges/{id}", s.deleteEdge)
+	mux.HandleFunc("POST /api/mapping/check", s.checkMapping)
+}
+
+func (s *Server) state(w http.ResponseWriter, r *http.Request) {
+	snap, err := s.snapshot(r.Context())
+	if err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, snap)
+}
+
+// apiError is what the page shows of a refused request.
+type apiError struct {
+	Status  int    `json:"status"`
+	Reason  string `json:"reason"`
+	Message string `json:"message"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, reason, msg string) {
+	writeJSON(w, code, apiError{Status: code, Reason: reason, Message: msg})
+}
+
+// writeAPIError passes the API server's refusal on as it was: a 403 stays a
+// 403, with its message.
+func writeAPIError(w http.ResponseWriter, err error) {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		st := status.Status()
+		code := int(st.Code)
+		if code == 0 {
+			code = http.StatusInternalServerError
+		}
+		writeError(w, code, string(st.Reason), st.Message)
+		return
+	}
+	var bad badRequest
+	if errors.As(err, &bad) {
+		writeError(w, http.StatusBadRequest, "BadRequest", bad.Error())
+		return
+	}
+	writeError(w, http.StatusInternalServerError, "InternalError", err.Error())
+}
+
+type badRequest struct{ error }
+
+func decodeBody(r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badRequest{fmt.Errorf("request body: %w", err)}
+	}
+	return nil
+}
+
+var dnsName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
+// target splits "<node>.<port>".
+func target(to string) (node, port string, err error) {
+	node, port, ok := strings.Cut(to, ".")
+	if !ok || node == "" || port == "" {
+		return "", "", badRequest{fmt.Errorf("%q is not <node>.<port>", to)}
+	}
+	return node, port, nil
+}
+
+func rawJSON(v json.RawMessage) *apiextensionsv1.JSON {
+	if len(v) == 0 || string(v) == "null" {
+		return nil
+	}
+	return &apiextensionsv1.JSON{Raw: v}
+}
+
+func (s *Server) createSignal(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Node string          `json:"node"`
+		Port string          `json:"port"`
+		Data json.RawMessage `json:"data"`
+	}
+	if err := decodeBody(r, &req); err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	if !dnsName.MatchString(req.Node) || req.Port == "" {
+		writeError(w, http.StatusBadRequest, "BadRequest", "a signal needs a node and a port")
+		return
+	}
+	sig := &v1alpha1.TinySignal{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: req.Node + "-", Namespace: s.opts.Namespace},
+		Spec:       v1alpha1.TinySignalSpec{Node: req.Node, Port: req.Port, Data: rawJSON(req.Data)},
+	}
+	if err := s.c.Create(r.Context(), sig); err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]string{"name": sig.Name})
+}
+
+func (s *Server) createNode(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Module    string `json:"module"`
+		Component string `json:"component"`
+		Flow      string `json:"flow"`
+	}
+	if err := decodeBody(r, &req); err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	if req.Module == "" || req.Component == "" {
+		writeError(w, http.StatusBadRequest, "BadRequest", "a node needs a module and a component")
+		return
+	}
+	prefix := strings.Trim(regexp.MustCompile(`[^a-z0-9-]+`).ReplaceAllString(strings.ToLower(req.Component), "-"), "-")
+	if prefix == "" {
+		prefix = "node"
+	}
+	n := &v1alpha1.TinyNode{
+		ObjectMeta: metav1.ObjectMeta{Name: prefix + "-" + randomSuffix(), Namespace: s.opts.Namespace},
+		Spec:       v1alpha1.TinyNodeSpec{Module: req.Module, Component: req.Component},
+	}
+	if req.Flow != "" && req.Flow != NoFlow {
+		n.Labels = map[string]string{v1alpha1.FlowNameLabel: req.Flow}
+	}
+	if err := s.c.Create(r.Context(), n); err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	n.ManagedFields = nil
+	writeJSON(w, http.StatusCreated, n)
+}
+
+func randomSuffix() string {
+	const letters = "bcdfghjklmnpqrstvwxz2456789"
+	b := make([]byte, 5)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = letters[int(b[i])%len(letters)]
+	}
+	return string(b)
+}
+
+// update changes a node with retries on conflict.
+func (s *Server) update(ctx context.Context, name string, change func(*v1alpha1.TinyNode) error) (*v1alpha1.TinyNode, error) {
+	n := &v1alpha1.TinyNode{}
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := s.c.Get(ctx, client.ObjectKey{Namespace: s.opts.Namespace, Name: name}, n); err != nil {
+			return err
+		}
+		if err := change(n); err != nil {
+			return err
+		}
+		return s.c.Update(ctx, n)
+	})
+	n.ManagedFields = nil
+	return n, err
+}
+
+func (s *Server) putSettings(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Configuration json.RawMessage `json:"configuration"`
+	}
+	if err := decodeBody(r, &req); err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	n, err := s.update(r.Context(), r.PathValue("name"), func(n *v1alpha1.TinyNode) error {
+		setPort(n, v1alpha1.TinyNodePortConfig{Port: v1alpha1.SettingsPort, Configuration: rawJSON(req.Configuration)})
+		return nil
+	})
+	if err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, n)
+}
+
+// setPort puts c in place of the node's entry for the same port and From.
+func setPort(n *v1alpha1.TinyNode, c v1alpha1.TinyNodePortConfig) {
+	for i, p := range n.Spec.Ports {
+		if p.Port == c.Port && p.From == c.From {
+			n.Spec.Ports[i] = c
+			return
+		}
+	}
+	n.Spec.Ports = append(n.Spec.Ports, c)
+}
+
+func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	ctx := r.Context()
+	n := &v1alpha1.TinyNode{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.opts.Namespace}}
+	if err := s.c.Delete(ctx, n); err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	// Edges into it go with it, as wires go with a node on a canvas.
+	var all v1alpha1.TinyNodeList
+	if err := s.c.List(ctx, &all, client.InNamespace(s.opts.Namespace)); err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	for _, other := range all.Items {
+		if !pointsAt(other, name) {
+			continue
+		}
+		if _, err := s.update(ctx, other.Name, func(o *v1alpha1.TinyNode) error {
+			kept := o.Spec.Edges[:0]
+			for _, e := range o.Spec.Edges {
+				if to, _, _ := strings.Cut(e.To, "."); to != name {
+					kept = append(kept, e)
+				}
+			}
+			o.Spec.Edges = kept
+			return nil
+		}); err != nil && !apierrors.IsNotFound(err) {
+			writeAPIError(w, err)
+			return
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func pointsAt(n v1alpha1.TinyNode, name string) bool {
+	for _, e := range n.Spec.Edges {
+		if to, _, _ := strings.Cut(e.To, "."); to == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) addEdge(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Port    string          `json:"port"`
+		To      string          `json:"to"`
+		Mapping json.RawMessage `json:"mapping"`
+	}
+	if err := decodeBody(r, &req); err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	toNode, toPort, err := target(req.To)
+	if err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	if req.Port == "" {
+		writeError(w, http.StatusBadRequest, "BadRequest", "an edge needs the port it leaves from")
+		return
+	}
+	tpl := rawJSON(req.Mapping)
+	if tpl != nil {
+		if _, err := mapping.Compile(tpl.Raw); err != nil {
+			writeError(w, http.StatusBadRequest, "Invalid", "mapping: "+err.Error())
+			return
+		}
+	}
+	name := r.PathValue("name")
+	id := req.Port + "-" + toNode + "-" + randomSuffix()
+	// The mapping first: an edge that starts delivering finds it in place.
+	if tpl != nil {
+		if _, err := s.update(r.Context(), toNode, func(n *v1alpha1.TinyNode) error {
+			setPort(n, v1alpha1.TinyNodePortConfig{Port: toPort, From: name + "." + req.Port, Configuration: tpl})
+			return nil
+		}); err != nil {
+			writeAPIError(w, err)
+			return
+		}
+	}
+	if _, err := s.update(r.Context(), name, func(n *v1alpha1.TinyNode) error {
+		n.Spec.Edges = append(n.Spec.Edges, v1alpha1.TinyNodeEdge{ID: id, Port: req.Port, To: req.To})
+		return nil
+	}); err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]string{"id": id})
+}
+
+func (s *Server) deleteEdge(w http.ResponseWriter, r *http.Request) {
+	name, id := r.PathValue("name"), r.PathValue("id")
+	var gone *v1alpha1.TinyNodeEdge
+	var rest []v1alpha1.TinyNodeEdge
+	_, err := s.update(r.Context(), name, func(n *v1alpha1.TinyNode) error {
+		gone, rest = nil, nil
+		for _, e := range n.Spec.Edges {
+			if e.ID == id && gone == nil {
+				gone = &e
+				continue
+			}
+			rest = append(rest, e)
+		}
+		if gone == nil {
+			return apierrors.NewNotFound(v1alpha1.GroupVersion.WithResource("tinynodes").GroupResource(), name+" edge "+id)
+		}
+		n.Spec.Edges = rest
+		return nil
+	})
+	if err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	// Its mapping goes too, unless another edge from the same port still
+	// arrives there.
+	for _, e := range rest {
+		if e.Port == gone.Port && e.To == gone.To {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+	}
+	if toNode, toPort, err := target(gone.To); err == nil {
+		_, err := s.update(r.Context(), toNode, func(n *v1alpha1.TinyNode) error {
+			kept := n.Spec.Ports[:0]
+			for _, p := range n.Spec.Ports {
+				if !(p.Port == toPort && p.From == name+"."+gone.Port) {
+					kept = append(kept, p)
+				}
+			}
+			n.Spec.Ports = kept
+			return nil
+		})
+		if err != nil && !apierrors.IsNotFound(err) {
+			writeAPIError(w, err)
+			return
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) checkMapping(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Mapping json.RawMessage `json:"mapping"`
+	}
+	if err := decodeBody(r, &req); err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	if len(req.Mapping) == 0 || string(req.Mapping) == "null" {
+		writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+		return
+	}
+	if _, err := mapping.Compile(req.Mapping); err != nil {
+		writeJSON(w, http.StatusOK, map[string]any{"ok": false, "error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+}

@@ -1,0 +1,308 @@
+package ui
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"reflect"
+	"sort"
+	"sync"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tinymod/tinymod/api/v1alpha1"
+	"github.com/tinymod/tinymod/internal/leader"
+	"github.com/tinymod/tinymod/internal/replica"
+)
+
+// Snapshot is the whole state a page starts from.
+type Snapshot struct {
+	Namespace  string                `json:"namespace"`
+	Exposed    bool                  `json:"exposed"`
+	Nodes      []v1alpha1.TinyNode   `json:"nodes"`
+	Modules    []v1alpha1.TinyModule `json:"modules"`
+	Flows      []v1alpha1.TinyFlow   `json:"flows"`
+	Signals    []v1alpha1.TinySignal `json:"signals"`
+	Leadership Leadership            `json:"leadership"`
+	Rates      Rates                 `json:"rates"`
+	Debug      []DebugMessage        `json:"debug"`
+}
+
+// Change is an object's creation, change or deletion.
+type Change struct {
+	Type   string        `json:"type"` // upsert or delete
+	Object client.Object `json:"object"`
+}
+
+// Leadership is, per module, who leads and which replicas run.
+type Leadership struct {
+	Modules map[string]ModuleLeadership `json:"modules"`
+}
+
+// ModuleLeadership is one module's Lease, read as the truth: a holder whose
+// Lease has expired leads no more.
+type ModuleLeadership struct {
+	Leader               string           `json:"leader"`
+	AcquiredAt           string           `json:"acquiredAt"`
+	RenewedAt            string           `json:"renewedAt"`
+	LeaseDurationSeconds int32            `json:"leaseDurationSeconds"`
+	Expired              bool             `json:"expired"`
+	Replicas             []ReplicaLiveness `json:"replicas"`
+}
+
+// ReplicaLiveness is one replica as its membership Lease and, under tinymod
+// dev, its process say.
+type ReplicaLiveness struct {
+	Identity    string `json:"identity"`
+	Alive       bool   `json:"alive"`
+	Leader      bool   `json:"leader"`
+	Addr        string `json:"addr"`
+	MetricsAddr string `json:"metricsAddr"`
+}
+
+// watcher feeds the hub from watches of the namespace.
+type watcher struct {
+	opts  Options
+	hub   *hub
+	cache cache.Cache
+
+	mu       sync.Mutex
+	replicas []ReplicaLiveness // last computed, for the scraper
+}
+
+func newWatcher(opts Options, h *hub) (*watcher, error) {
+	c, err := cache.New(opts.Config, cache.Options{
+		Scheme:            replica.Scheme(),
+		DefaultNamespaces: map[string]cache.Config{opts.Namespace: {}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ui: %w", err)
+	}
+	return &watcher{opts: opts, hub: h, cache: c}, nil
+}
+
+func (w *watcher) run(ctx context.Context) error {
+	leaseChanged := make(chan struct{}, 1)
+	kinds := []struct {
+		name string
+		obj  client.Object
+	}{
+		{"node", &v1alpha1.TinyNode{}}, {"module", &v1alpha1.TinyModule{}}, {"flow", &v1alpha1.TinyFlow{}},
+		{"signal", &v1alpha1.TinySignal{}}, {"lease", &coordinationv1.Lease{}},
+	}
+	for _, k := range kinds {
+		inf, err := w.cache.GetInformer(ctx, k.obj)
+		if err != nil {
+			return fmt.Errorf("ui: watch %T: %w", k.obj, err)
+		}
+		name := k.name
+		publish := func(typ string, obj any) {
+			if tomb, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+				obj = tomb.Obj
+			}
+			o, ok := obj.(client.Object)
+			if !ok {
+				return
+			}
+			if name == "lease" {
+				select {
+				case leaseChanged <- struct{}{}:
+				default:
+				}
+				return
+			}
+			o = o.DeepCopyObject().(client.Object)
+			o.SetManagedFields(nil)
+			w.hub.publish(name, Change{Type: typ, Object: o})
+		}
+		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { publish("upsert", obj) },
+			UpdateFunc: func(_, obj any) { publish("upsert", obj) },
+			DeleteFunc: func(obj any) { publish("delete", obj) },
+		}); err != nil {
+			return err
+		}
+	}
+	errs := make(chan error, 1)
+	go func() { errs <- w.cache.Start(ctx) }()
+	if !w.cache.WaitForCacheSync(ctx) {
+		select {
+		case err := <-errs:
+			return fmt.Errorf("ui: watches: %w", err)
+		default:
+			return ctx.Err()
+		}
+	}
+	go w.scrape(ctx)
+	// Leadership: on every Lease change, and each interval, since a Lease
+	// expires without an event.
+	t := time.NewTicker(w.opts.Interval)
+	defer t.Stop()
+	var last Leadership
+	for {
+		if l, err := w.leadership(ctx, time.Now()); err == nil && !reflect.DeepEqual(l, last) {
+			last = l
+			w.hub.publish("leadership", l)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errs:
+			return err
+		case <-leaseChanged:
+		case <-t.C:
+		}
+	}
+}
+
+// leadership reads the Leases of the namespace as they stand at now.
+func (w *watcher) leadership(ctx context.Context, now time.Time) (Leadership, error) {
+	var modules v1alpha1.TinyModuleList
+	if err := w.cache.List(ctx, &modules); err != nil {
+		return Leadership{}, err
+	}
+	var leases coordinationv1.LeaseList
+	if err := w.cache.List(ctx, &leases); err != nil {
+		return Leadership{}, err
+	}
+	var known []Replica
+	if w.opts.Replicas != nil {
+		known = w.opts.Replicas()
+	}
+	out := ReadLeadership(modules.Items, leases.Items, known, now)
+	var all []ReplicaLiveness
+	for _, m := range out.Modules {
+		all = append(all, m.Replicas...)
+	}
+	w.mu.Lock()
+	w.replicas = all
+	w.mu.Unlock()
+	return out, nil
+}
+
+// ReadLeadership is, per module, what its Leases say at now: the leader is
+// the holder of "<module>-leader" only while that Lease is valid; a replica
+// is alive while its membership Lease is valid and, if known lists it, its
+// process runs.
+func ReadLeadership(modules []v1alpha1.TinyModule, leases []coordinationv1.Lease, known []Replica, now time.Time) Leadership {
+	out := Leadership{Modules: map[string]ModuleLeadership{}}
+	for _, m := range modules {
+		out.Modules[m.Name] = ModuleLeadership{Replicas: []ReplicaLiveness{}}
+	}
+	byName := map[string]coordinationv1.Lease{}
+	for _, l := range leases {
+		byName[l.Name] = l
+		if l.Labels[leader.RoleLabel] == "member" && l.Labels[leader.ModuleLabel] != "" {
+			if _, ok := out.Modules[l.Labels[leader.ModuleLabel]]; !ok {
+				out.Modules[l.Labels[leader.ModuleLabel]] = ModuleLeadership{Replicas: []ReplicaLiveness{}}
+			}
+		}
+	}
+	processes := map[string]Replica{}
+	for _, r := range known {
+		processes[r.Module+"/"+r.Identity] = r
+	}
+	for _, name := range slicesSorted(maps.Keys(out.Modules)) {
+		m := out.Modules[name]
+		if l, ok := byName[replica.LeaseName(name)]; ok {
+			holder := deref(l.Spec.HolderIdentity)
+			valid := holder != "" && leaseValid(l, now)
+			if p, ok := processes[name+"/"+holder]; ok && !p.Alive {
+				valid = false // its process is gone: the Lease only has not expired yet
+			}
+			m.LeaseDurationSeconds = deref(l.Spec.LeaseDurationSeconds)
+			if l.Spec.AcquireTime != nil {
+				m.AcquiredAt = l.Spec.AcquireTime.UTC().Format(time.RFC3339Nano)
+			}
+			if l.Spec.RenewTime != nil {
+				m.RenewedAt = l.Spec.RenewTime.UTC().Format(time.RFC3339Nano)
+			}
+			if valid {
+				m.Leader = holder
+			} else {
+				m.Expired = holder != ""
+			}
+		}
+		seen := map[string]bool{}
+		for _, l := range leases {
+			if l.Labels[leader.RoleLabel] != "member" || l.Labels[leader.ModuleLabel] != name {
+				continue
+			}
+			id := deref(l.Spec.HolderIdentity)
+			alive := leaseValid(l, now)
+			if p, ok := processes[name+"/"+id]; ok {
+				alive = alive && p.Alive
+			}
+			seen[id] = true
+			m.Replicas = append(m.Replicas, ReplicaLiveness{Identity: id, Alive: alive, Leader: id == m.Leader && id != "",
+				Addr: l.Annotations[leader.AddressAnnotation], MetricsAddr: l.Annotations[leader.MetricsAnnotation]})
+		}
+		for _, p := range known {
+			if p.Module == name && !seen[p.Identity] {
+				m.Replicas = append(m.Replicas, ReplicaLiveness{Identity: p.Identity, Alive: false, MetricsAddr: p.MetricsAddr})
+			}
+		}
+		sort.Slice(m.Replicas, func(i, j int) bool { return m.Replicas[i].Identity < m.Replicas[j].Identity })
+		out.Modules[name] = m
+	}
+	return out
+}
+
+func leaseValid(l coordinationv1.Lease, now time.Time) bool {
+	if l.Spec.RenewTime == nil || l.Spec.LeaseDurationSeconds == nil {
+		return false
+	}
+	return l.Spec.RenewTime.Add(time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second).After(now)
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+func slicesSorted(keys func(func(string) bool)) []string {
+	var out []string
+	for k := range keys {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// snapshot reads everything a page starts from.
+func (s *Server) snapshot(ctx context.Context) (*Snapshot, error) {
+	w := s.w
+	if !w.cache.WaitForCacheSync(ctx) {
+		return nil, fmt.Errorf("ui: the watches have not started: %w", ctx.Err())
+	}
+	snap := &Snapshot{Namespace: s.opts.Namespace, Exposed: s.opts.Expose}
+	lists := []client.ObjectList{&v1alpha1.TinyNodeList{}, &v1alpha1.TinyModuleList{}, &v1alpha1.TinyFlowList{}, &v1alpha1.TinySignalList{}}
+	for _, l := range lists {
+		if err := w.cache.List(ctx, l); err != nil {
+			return nil, err
+		}
+		items, _ := meta.ExtractList(l)
+		for _, it := range items {
+			it.(client.Object).SetManagedFields(nil)
+		}
+	}
+	snap.Nodes = lists[0].(*v1alpha1.TinyNodeList).Items
+	snap.Modules = lists[1].(*v1alpha1.TinyModuleList).Items
+	snap.Flows = lists[2].(*v1alpha1.TinyFlowList).Items
+	snap.Signals = lists[3].(*v1alpha1.TinySignalList).Items
+	snap.Leadership, snap.Rates, snap.Debug = s.hub.latest()
+	if snap.Leadership.Modules == nil {
+		if l, err := w.leadership(ctx, time.Now()); err == nil {
+			snap.Leadership = l
+		}
+	}
+	return snap, nil
+}
