@@ -47,11 +47,11 @@ type Leadership struct {
 // ModuleLeadership is one module's Lease, read as the truth: a holder whose
 // Lease has expired leads no more.
 type ModuleLeadership struct {
-	Leader               string           `json:"leader"`
-	AcquiredAt           string           `json:"acquiredAt"`
-	RenewedAt            string           `json:"renewedAt"`
-	LeaseDurationSeconds int32            `json:"leaseDurationSeconds"`
-	Expired              bool             `json:"expired"`
+	Leader               string            `json:"leader"`
+	AcquiredAt           string            `json:"acquiredAt"`
+	RenewedAt            string            `json:"renewedAt"`
+	LeaseDurationSeconds int32             `json:"leaseDurationSeconds"`
+	Expired              bool              `json:"expired"`
 	Replicas             []ReplicaLiveness `json:"replicas"`
 }
 
