@@ -30,5 +30,6 @@ func NewRootCommand(name, version string) *cobra.Command {
 	root.AddCommand(NewGraphCommand())
 	root.AddCommand(newDevCommand(name))
 	root.AddCommand(NewImportCommand())
+	root.AddCommand(NewUICommand())
 	return root
 }
