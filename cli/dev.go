@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,12 +26,14 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
 	"github.com/tinymod/tinymod/components/httpserver"
 	"github.com/tinymod/tinymod/config/samples"
 	"github.com/tinymod/tinymod/internal/controlplane"
+	"github.com/tinymod/tinymod/internal/leader"
 	"github.com/tinymod/tinymod/internal/manifest"
 	"github.com/tinymod/tinymod/internal/replica"
 )
@@ -105,13 +108,15 @@ type devRun struct {
 	replicas map[string]*devReplica
 	debug    []string // last debug lines
 	log      []string // last events
-	counts   map[string]float64
+	signals  signalHistory
+	// tinymod_messages_total per replica and series, when read, and the
+	// messages per second per node since the previous reading.
+	counts   counterSamples
 	countsAt time.Time
 	rates    map[string]float64
-	// failures per replica and node, as each replica reports them, for
-	// error rates that a restarted replica (its counts back at zero) does not
-	// skew; and each node's newest failure.
-	failures    map[string]map[string]uint64
+	// failures per replica and node, as each replica reports them, the
+	// error rates per node from them, and each node's newest failure.
+	failures    counterSamples
 	failuresAt  time.Time
 	errorRates  map[string]float64
 	lastFailure map[string]nodeHealth
@@ -133,6 +138,10 @@ func runDev(ctx context.Context, o DevOptions, stdout, stderr io.Writer) error {
 		}
 		defer os.RemoveAll(dir)
 	}
+	dir, kubeconfig, err := devPaths(dir)
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
 		return err
 	}
@@ -152,7 +161,7 @@ func runDev(ctx context.Context, o DevOptions, stdout, stderr io.Writer) error {
 	defer signal.Stop(sigs)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	d := &devRun{opts: o, self: self, dir: dir, ns: "default", events: stderr, replicas: map[string]*devReplica{}, counts: map[string]float64{}, rates: map[string]float64{}}
+	d := &devRun{opts: o, self: self, dir: dir, kubeconfig: kubeconfig, ns: "default", events: stderr, replicas: map[string]*devReplica{}}
 	go func() {
 		<-sigs
 		d.note("stopping (Ctrl-C again to force)")
@@ -169,14 +178,16 @@ func runDev(ctx context.Context, o DevOptions, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer cp.Stop()
-	d.kubeconfig = filepath.Join(dir, "kubeconfig")
 	if err := os.WriteFile(d.kubeconfig, cp.Kubeconfig, 0o600); err != nil {
 		return err
 	}
-	if d.c, err = client.New(cp.Config, client.Options{Scheme: replica.Scheme()}); err != nil {
+	wc, err := client.NewWithWatch(cp.Config, client.Options{Scheme: replica.Scheme()})
+	if err != nil {
 		return err
 	}
+	d.c = wc
 	fmt.Fprintf(stdout, "export KUBECONFIG=%s\n", d.kubeconfig)
+	go d.watchSignals(ctx, wc)
 
 	for i := range o.Replicas {
 		if err := d.start(fmt.Sprintf("dev-%d", i)); err != nil {
@@ -224,6 +235,15 @@ func runDev(ctx context.Context, o DevOptions, stdout, stderr io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// devPaths returns dev's folder as an absolute path, and the kubeconfig in
+// it: the path dev prints and shows is used from other folders.
+func devPaths(dir string) (abs, kubeconfig string, err error) {
+	if abs, err = filepath.Abs(dir); err != nil {
+		return "", "", err
+	}
+	return abs, filepath.Join(abs, "kubeconfig"), nil
 }
 
 func freeAddr() (string, error) {
@@ -407,10 +427,83 @@ func (d *devRun) killAll() {
 	}
 }
 
-// scrape reads tinymod_messages_total per node from every replica and
-// updates the rates.
+// counterSamples are counter values per replica and per series.
+type counterSamples map[string]map[string]float64
+
+// counterIncrease returns how much counters grew from before to now, per
+// series, summed over replicas. It takes the difference per replica and
+// series, as Prometheus' rate() does, so that a replica that restarts or
+// vanishes does not look like traffic: a counter that went down was reset
+// (its process restarted) and grew by its new value; a series new in a
+// replica read before grew from zero; a replica not read before, or not
+// read now, adds nothing.
+func counterIncrease(before, now counterSamples) map[string]float64 {
+	out := map[string]float64{}
+	for id, series := range now {
+		prev, ok := before[id]
+		if !ok {
+			continue
+		}
+		for name, v := range series {
+			delta := v
+			if p, ok := prev[name]; ok && v >= p {
+				delta = v - p
+			}
+			out[name] += delta
+		}
+	}
+	return out
+}
+
+// perSecond divides each increase by secs, keeping those above zero.
+func perSecond(increase map[string]float64, secs float64) map[string]float64 {
+	out := map[string]float64{}
+	if secs <= 0 {
+		return out
+	}
+	for k, v := range increase {
+		if v > 0 {
+			out[k] = v / secs
+		}
+	}
+	return out
+}
+
+// messageSeries reads the tinymod_messages_total series of a metrics page,
+// by their labels, and returns them with the node each counts.
+func messageSeries(r io.Reader) (values map[string]float64, node map[string]string) {
+	const prefix = "tinymod_messages_total{"
+	values, node = map[string]float64{}, map[string]string{}
+	s := bufio.NewScanner(r)
+	for s.Scan() {
+		line := s.Text()
+		if !strings.HasPrefix(line, prefix) {
+			continue
+		}
+		labels, rest, ok := strings.Cut(line[len(prefix):], "} ")
+		if !ok {
+			continue
+		}
+		value, _, _ := strings.Cut(rest, " ") // a timestamp may follow
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			continue
+		}
+		for _, kv := range strings.Split(labels, ",") {
+			if n, ok := strings.CutPrefix(kv, `node="`); ok {
+				values[labels] = v
+				node[labels] = strings.TrimSuffix(n, `"`)
+			}
+		}
+	}
+	return values, node
+}
+
+// scrape reads tinymod_messages_total from every replica and updates the
+// messages per second per node.
 func (d *devRun) scrape() {
-	totals := map[string]float64{}
+	samples := counterSamples{}
+	nodeOf := map[string]string{}
 	d.mu.Lock()
 	all := make([]*devReplica, 0, len(d.replicas))
 	for _, r := range d.replicas {
@@ -423,46 +516,31 @@ func (d *devRun) scrape() {
 		if err != nil {
 			continue
 		}
-		s := bufio.NewScanner(resp.Body)
-		for s.Scan() {
-			line := s.Text()
-			if !strings.HasPrefix(line, "tinymod_messages_total{") {
-				continue
-			}
-			labels, value, ok := strings.Cut(line[len("tinymod_messages_total{"):], "} ")
-			if !ok {
-				continue
-			}
-			v, err := strconv.ParseFloat(value, 64)
-			if err != nil {
-				continue
-			}
-			for _, kv := range strings.Split(labels, ",") {
-				if node, ok := strings.CutPrefix(kv, `node="`); ok {
-					totals[strings.TrimSuffix(node, `"`)] += v
-				}
-			}
-		}
+		values, node := messageSeries(resp.Body)
 		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			continue
+		}
+		samples[r.id] = values
+		for series, n := range node {
+			nodeOf[series] = n
+		}
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := time.Now()
 	if !d.countsAt.IsZero() {
-		secs := now.Sub(d.countsAt).Seconds()
-		d.rates = map[string]float64{}
-		for node, v := range totals {
-			if delta := v - d.counts[node]; delta > 0 && secs > 0 {
-				d.rates[node] = delta / secs
-			}
+		byNode := map[string]float64{}
+		for series, v := range counterIncrease(d.counts, samples) {
+			byNode[nodeOf[series]] += v
 		}
+		d.rates = perSecond(byNode, now.Sub(d.countsAt).Seconds())
 	}
-	d.counts, d.countsAt = totals, now
+	d.counts, d.countsAt = samples, now
 }
 
 // scrapeHealth reads every replica's per-node failures and updates the error
-// rates, per replica so that a replica that restarted counts from zero
-// rather than look like negative traffic.
+// rates and each node's newest failure.
 func (d *devRun) scrapeHealth(ctx context.Context) {
 	d.mu.Lock()
 	all := make([]*devReplica, 0, len(d.replicas))
@@ -472,16 +550,16 @@ func (d *devRun) scrapeHealth(ctx context.Context) {
 	d.mu.Unlock()
 	hr := &HealthReader{Timeout: time.Second}
 	now := time.Now()
-	counts := map[string]map[string]uint64{}
+	counts := counterSamples{}
 	last := map[string]nodeHealth{}
 	for _, r := range all {
 		h, err := hr.Read(ctx, r.id, r.metrics)
 		if err != nil {
 			continue
 		}
-		counts[r.id] = map[string]uint64{}
+		counts[r.id] = map[string]float64{}
 		for node, nh := range h.Nodes {
-			counts[r.id][node] = nh.Errors + nh.Panics
+			counts[r.id][node] = float64(nh.Errors + nh.Panics)
 			if l := last[node]; nh.LastErrorAt.After(l.lastAt) {
 				last[node] = nodeHealth{lastError: nh.LastError, lastAt: nh.LastErrorAt}
 			}
@@ -490,48 +568,114 @@ func (d *devRun) scrapeHealth(ctx context.Context) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if !d.failuresAt.IsZero() {
-		secs := now.Sub(d.failuresAt).Seconds()
-		rates := map[string]float64{}
-		for id, nodes := range counts {
-			for node, n := range nodes {
-				before := d.failures[id][node]
-				if n < before {
-					before = 0 // the replica restarted
-				}
-				if secs > 0 {
-					rates[node] += float64(n-before) / secs
-				}
-			}
-		}
-		d.errorRates = rates
+		d.errorRates = perSecond(counterIncrease(d.failures, counts), now.Sub(d.failuresAt).Seconds())
 	}
 	d.failures, d.failuresAt, d.lastFailure = counts, now, last
 }
 
-// view renders the current state.
+// watchSignals keeps d.signals up to date with the namespace's TinySignals
+// until ctx ends: from a watch, since a delivered signal is deleted within
+// moments, long before the next refresh.
+func (d *devRun) watchSignals(ctx context.Context, c client.WithWatch) {
+	pause := func() {
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	for ctx.Err() == nil {
+		var list v1alpha1.TinySignalList
+		listedAt := time.Now()
+		if err := c.List(ctx, &list, client.InNamespace(d.ns)); err != nil {
+			pause()
+			continue
+		}
+		d.mu.Lock()
+		d.signals.sync(list.Items, listedAt, time.Now())
+		d.mu.Unlock()
+		w, err := c.Watch(ctx, &v1alpha1.TinySignalList{}, &client.ListOptions{Namespace: d.ns, Raw: &metav1.ListOptions{ResourceVersion: list.ResourceVersion}})
+		if err != nil {
+			pause()
+			continue
+		}
+		for ev := range w.ResultChan() {
+			sig, ok := ev.Object.(*v1alpha1.TinySignal)
+			if !ok {
+				break // an error (the version is too old, say): list again
+			}
+			d.mu.Lock()
+			d.signals.observe(sig, ev.Type == watch.Deleted, time.Now())
+			d.mu.Unlock()
+		}
+		w.Stop()
+	}
+}
+
+// view renders the current state as text.
 func (d *devRun) view(ctx context.Context, wide bool) string {
+	return d.screen(ctx, wide).String()
+}
+
+// screen reads the current state: each module with its leader, by its
+// Lease, and its replicas, by their processes and membership Leases; then
+// the nodes, the signals, the events (wide only: plain output prints them
+// as they come) and the last debug messages.
+func (d *devRun) screen(ctx context.Context, wide bool) devScreen {
 	d.scrape()
 	d.scrapeHealth(ctx)
-	var b strings.Builder
+	now := time.Now()
+	sc := devScreen{head: []string{fmt.Sprintf("--- %s  KUBECONFIG=%s", now.Format("15:04:05"), d.kubeconfig)}}
 	s, err := GetStatus(ctx, d.c, d.ns)
-	fmt.Fprintf(&b, "--- %s  KUBECONFIG=%s\n", time.Now().Format("15:04:05"), d.kubeconfig)
 	if err != nil {
-		fmt.Fprintf(&b, "status: %v\n", err)
-		return b.String()
+		sc.head = append(sc.head, fmt.Sprintf("status: %v", err))
+		s = &Status{}
+	}
+	var leases coordinationv1.LeaseList
+	if err := d.c.List(ctx, &leases, client.InNamespace(d.ns)); err != nil {
+		sc.head = append(sc.head, fmt.Sprintf("leases: %v", err))
+	}
+	byName := map[string]*coordinationv1.Lease{}
+	members := map[string]map[string]*coordinationv1.Lease{} // module, identity
+	for i := range leases.Items {
+		l := &leases.Items[i]
+		byName[l.Name] = l
+		if module := l.Labels[leader.ModuleLabel]; module != "" && l.Labels[leader.RoleLabel] == "member" && l.Spec.HolderIdentity != nil {
+			if members[module] == nil {
+				members[module] = map[string]*coordinationv1.Lease{}
+			}
+			members[module][*l.Spec.HolderIdentity] = l
+		}
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, m := range s.Modules {
-		fmt.Fprintf(&b, "module %s: leader %s for %s\n", m.Name, dash(m.Leader), dash(m.LeaseAge))
-		ids := make([]string, 0, len(m.Replicas))
-		for _, r := range m.Replicas {
-			role := "reader"
-			if r.Leader {
-				role = "LEADER"
-			}
-			ids = append(ids, fmt.Sprintf("%s (%s)", r.Identity, role))
+		// A replica is dev's own process, whose exit says it is gone, or
+		// one known only by its membership Lease, gone once that expired.
+		alive := map[string]bool{}
+		for id, l := range members[m.Name] {
+			alive[id] = !leader.MemberExpired(l, now, 0)
 		}
-		fmt.Fprintf(&b, "  replicas: %s\n", strings.Join(ids, ", "))
+		if m.Name == d.opts.Module {
+			for id, r := range d.replicas {
+				alive[id] = processAlive(r.exited)
+			}
+		}
+		lease := leaseAt(byName[replica.LeaseName(m.Name)], now)
+		holderAlive, known := alive[lease.Holder]
+		sc.head = append(sc.head, leaderLine(m.Name, lease, holderAlive || !known, now))
+		ids := make([]string, 0, len(alive))
+		for id := range alive {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		shown := make([]string, 0, len(ids))
+		for _, id := range ids {
+			shown = append(shown, fmt.Sprintf("%s (%s)", id, replicaRole(id, alive[id], lease.Holder)))
+		}
+		sc.head = append(sc.head, "  replicas: "+dash(strings.Join(shown, ", ")))
+	}
+	for _, m := range s.Modules {
+		nodes := devSection{title: fmt.Sprintf("nodes of module %s:", m.Name)}
 		for _, n := range m.Nodes {
 			rate := ""
 			if r := d.rates[n.Name]; r > 0 {
@@ -539,64 +683,25 @@ func (d *devRun) view(ctx context.Context, wide bool) string {
 			}
 			status := "ready"
 			if n.Ready != "True" {
-				status = "NOT READY " + n.Problem()
+				status = strings.TrimSpace("NOT READY " + n.Problem())
 			}
 			failing := ""
 			if r := d.errorRates[n.Name]; r > 0 {
 				failing = fmt.Sprintf("  %.1f err/s", r)
 			}
 			if l, ok := d.lastFailure[n.Name]; ok && l.lastError != "" {
-				failing += fmt.Sprintf("  last failure %s ago: %s", age(time.Since(l.lastAt)), truncate(l.lastError, 70))
+				failing += fmt.Sprintf("  last failure %s ago: %s", age(now.Sub(l.lastAt)), truncate(l.lastError, 70))
 			}
-			fmt.Fprintf(&b, "  node %-14s %-8s %s%s%s\n", n.Name, n.Component, status, rate, failing)
+			nodes.lines = append(nodes.lines, fmt.Sprintf("%-14s %-8s %s%s%s", n.Name, n.Component, status, rate, failing))
 		}
+		sc.sections = append(sc.sections, nodes)
 	}
-	if len(d.debug) > 0 {
-		fmt.Fprintln(&b, "last debug messages:")
-		for _, l := range d.debug {
-			fmt.Fprintf(&b, "  %s\n", l)
-		}
+	sc.sections = append(sc.sections, devSection{title: "signals, newest first:", lines: d.signals.lines()})
+	if wide {
+		sc.sections = append(sc.sections, devSection{title: "events:", lines: append([]string(nil), d.log...), tail: true})
 	}
-	if wide && len(d.log) > 0 {
-		fmt.Fprintln(&b, "events:")
-		for _, l := range d.log {
-			fmt.Fprintf(&b, "  %s\n", l)
-		}
-	}
-	return b.String()
-}
-
-// devModel is the terminal view.
-type devModel struct {
-	d       *devRun
-	refresh time.Duration
-	text    string
-}
-
-type refreshMsg string
-
-func (m *devModel) fetch() tea.Cmd {
-	return func() tea.Msg { return refreshMsg(m.d.view(context.Background(), true)) }
-}
-
-func (m *devModel) Init() tea.Cmd { return m.fetch() }
-
-func (m *devModel) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
-	switch msg := msg.(type) {
-	case tea.KeyMsg:
-		switch msg.String() {
-		case "ctrl+c", "q":
-			return m, tea.Quit
-		}
-	case refreshMsg:
-		m.text = string(msg)
-		return m, tea.Tick(m.refresh, func(time.Time) tea.Msg { return m.fetch()() })
-	}
-	return m, nil
-}
-
-func (m *devModel) View() string {
-	return m.text + "\n(q or Ctrl-C to stop)\n"
+	sc.sections = append(sc.sections, devSection{title: "last debug messages:", lines: append([]string(nil), d.debug...), tail: true})
+	return sc
 }
 
 // truncate shortens s to at most n runes, marking the cut.
