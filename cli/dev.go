@@ -36,6 +36,7 @@ import (
 	"github.com/tinymod/tinymod/internal/leader"
 	"github.com/tinymod/tinymod/internal/manifest"
 	"github.com/tinymod/tinymod/internal/replica"
+	"github.com/tinymod/tinymod/internal/ui"
 )
 
 // DevOptions are the flags of `dev`.
@@ -48,6 +49,8 @@ type DevOptions struct {
 	Refresh       time.Duration
 	StopTimeout   time.Duration
 	LeaseDuration time.Duration
+	// UIListen is where the page of tinymod ui is served; "" or "0": not.
+	UIListen string
 }
 
 // NewDevCommand returns `dev`: control plane, replicas and a flow, live. Its
@@ -86,6 +89,7 @@ DIR/logs/<identity>.log.`,
 	f.DurationVar(&o.Refresh, "refresh", 2*time.Second, "how often the view refreshes")
 	f.DurationVar(&o.StopTimeout, "stop-timeout", 20*time.Second, "how long replicas get to stop on Ctrl-C")
 	f.DurationVar(&o.LeaseDuration, "lease-duration", 4*time.Second, "the replicas' lease duration (short, so failover shows quickly)")
+	f.StringVar(&o.UIListen, "ui-listen", ui.DefaultListen, "serve the page of tinymod ui here, on loopback (0: no page)")
 	return cmd
 }
 
@@ -121,6 +125,7 @@ type devRun struct {
 	errorRates  map[string]float64
 	lastFailure map[string]nodeHealth
 	stopping    bool
+	pageURL     string // the page of tinymod ui, if served
 }
 
 func runDev(ctx context.Context, o DevOptions, stdout, stderr io.Writer) error {
@@ -188,6 +193,25 @@ func runDev(ctx context.Context, o DevOptions, stdout, stderr io.Writer) error {
 	d.c = wc
 	fmt.Fprintf(stdout, "export KUBECONFIG=%s\n", d.kubeconfig)
 	go d.watchSignals(ctx, wc)
+	if o.UIListen != "" && o.UIListen != "0" {
+		opts := ui.Options{Config: cp.Config, Namespace: d.ns, Listen: o.UIListen, Replicas: d.uiReplicas}
+		page, err := ui.New(opts)
+		if err != nil && o.UIListen == ui.DefaultListen {
+			// Another page has the default port: any free one will do.
+			opts.Listen = "127.0.0.1:0"
+			page, err = ui.New(opts)
+		}
+		if err != nil {
+			return err
+		}
+		d.pageURL = page.URL()
+		fmt.Fprintf(stdout, "the flows, live: %s\n", d.pageURL)
+		go func() {
+			if err := page.Run(ctx); err != nil {
+				d.note("tinymod ui stopped: " + err.Error())
+			}
+		}()
+	}
 
 	for i := range o.Replicas {
 		if err := d.start(fmt.Sprintf("dev-%d", i)); err != nil {
@@ -611,6 +635,18 @@ func (d *devRun) watchSignals(ctx context.Context, c client.WithWatch) {
 	}
 }
 
+// uiReplicas are the replicas this run's processes are, for the page: it
+// learns that one died when its process does, not when its Lease expires.
+func (d *devRun) uiReplicas() []ui.Replica {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]ui.Replica, 0, len(d.replicas))
+	for id, r := range d.replicas {
+		out = append(out, ui.Replica{Module: d.opts.Module, Identity: id, MetricsAddr: r.metrics, Alive: processAlive(r.exited)})
+	}
+	return out
+}
+
 // view renders the current state as text.
 func (d *devRun) view(ctx context.Context, wide bool) string {
 	return d.screen(ctx, wide).String()
@@ -625,6 +661,9 @@ func (d *devRun) screen(ctx context.Context, wide bool) devScreen {
 	d.scrapeHealth(ctx)
 	now := time.Now()
 	sc := devScreen{head: []string{fmt.Sprintf("--- %s  KUBECONFIG=%s", now.Format("15:04:05"), d.kubeconfig)}}
+	if d.pageURL != "" {
+		sc.head = append(sc.head, "page: "+d.pageURL)
+	}
 	s, err := GetStatus(ctx, d.c, d.ns)
 	if err != nil {
 		sc.head = append(sc.head, fmt.Sprintf("status: %v", err))

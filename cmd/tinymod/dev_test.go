@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"regexp"
@@ -82,6 +83,18 @@ func TestDevShowsFlowAndFailover(t *testing.T) {
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
 
 	export, _ := out.wait(t, regexp.MustCompile(`^export KUBECONFIG=`), 0, 90*time.Second)
+	// The page of tinymod ui, served by dev.
+	pageRE := regexp.MustCompile(`^the flows, live: (http://127\.0\.0\.1:\d+/)$`)
+	pageLine, _ := out.wait(t, pageRE, 0, 30*time.Second)
+	resp, err := http.Get(pageRE.FindStringSubmatch(pageLine)[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(page), `<meta name="tinymod-token"`) {
+		t.Errorf("the page: %s: %.300s", resp.Status, page)
+	}
 	_, i := out.wait(t, regexp.MustCompile(`^module tinymod: leader dev-\d`), 0, 60*time.Second)
 	// A message the node cannot take: the view shows the failure, read from
 	// the replicas.
@@ -90,8 +103,8 @@ func TestDevShowsFlowAndFailover(t *testing.T) {
 	if b, err := press.CombinedOutput(); err != nil {
 		t.Fatalf("tinymod signal: %v: %s", err, b)
 	}
-	out.wait(t, regexp.MustCompile(`node debug-quiet\s+debug\s+ready.*last failure .* ago: .*no such port`), i, 30*time.Second)
-	out.wait(t, regexp.MustCompile(`node debug-quiet\s+debug\s+ready\s+[0-9.]+ msg/s`), i, 30*time.Second)
+	out.wait(t, regexp.MustCompile(`^\s*debug-quiet\s+debug\s+ready.*last failure .* ago: .*no such port`), i, 30*time.Second)
+	out.wait(t, regexp.MustCompile(`^\s*debug-quiet\s+debug\s+ready\s+[0-9.]+ msg/s`), i, 30*time.Second)
 	out.wait(t, regexp.MustCompile(`\[dev-\d\] debug-quiet \{"quiet":true,"said":"tick"\}`), 0, 30*time.Second)
 	// The replicas' own logs, prefixed by identity.
 	out.wait(t, regexp.MustCompile(`^\[dev-\d\] \{.*"msg":"became leader"`), 0, 30*time.Second)
@@ -105,7 +118,7 @@ func TestDevShowsFlowAndFailover(t *testing.T) {
 		t.Errorf("the killed leader took over from itself: %s", took)
 	}
 	// Ticks go on after the failover.
-	out.wait(t, regexp.MustCompile(`node debug-quiet\s+debug\s+ready\s+[0-9.]+ msg/s`), k+1, 30*time.Second)
+	out.wait(t, regexp.MustCompile(`^\s*debug-quiet\s+debug\s+ready\s+[0-9.]+ msg/s`), k+1, 30*time.Second)
 
 	// Three replicas, etcd and kube-apiserver are children whenever no
 	// failover is under way. Leaders go on being killed meanwhile, and a
