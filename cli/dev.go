@@ -454,29 +454,9 @@ func (d *devRun) killAll() {
 // counterSamples are counter values per replica and per series.
 type counterSamples map[string]map[string]float64
 
-// counterIncrease returns how much counters grew from before to now, per
-// series, summed over replicas. It takes the difference per replica and
-// series, as Prometheus' rate() does, so that a replica that restarts or
-// vanishes does not look like traffic: a counter that went down was reset
-// (its process restarted) and grew by its new value; a series new in a
-// replica read before grew from zero; a replica not read before, or not
-// read now, adds nothing.
+// counterIncrease is ui.Increase: the page and this view count alike.
 func counterIncrease(before, now counterSamples) map[string]float64 {
-	out := map[string]float64{}
-	for id, series := range now {
-		prev, ok := before[id]
-		if !ok {
-			continue
-		}
-		for name, v := range series {
-			delta := v
-			if p, ok := prev[name]; ok && v >= p {
-				delta = v - p
-			}
-			out[name] += delta
-		}
-	}
-	return out
+	return ui.Increase(ui.Readings(before), ui.Readings(now))
 }
 
 // perSecond divides each increase by secs, keeping those above zero.

@@ -45,56 +45,39 @@ type DebugMessage struct {
 	Data    json.RawMessage `json:"data"`
 }
 
-// Counters turns readings of counters into rates. A counter is read per
-// replica and series; its increase is the difference from the same
-// replica's previous reading, or the new value when it went down (the
-// replica restarted: counting starts again from zero), as Prometheus'
-// rate() takes it. A replica that vanished contributes nothing, and one
-// seen for the first time contributes nothing until its second reading.
-type Counters struct {
-	last map[string]map[string]float64 // replica -> series -> value
-}
+// Readings are counters read from replicas: replica -> series -> value.
+type Readings map[string]map[string]float64
 
-// Increase records a reading of replica's counters and returns each
-// series' increase since its previous reading.
-func (c *Counters) Increase(replica string, values map[string]float64) map[string]float64 {
-	if c.last == nil {
-		c.last = map[string]map[string]float64{}
-	}
-	prev, seen := c.last[replica]
-	c.last[replica] = values
+// Increase is how much counters grew from before to now, per series,
+// summed over replicas. It takes the difference per replica and series, as
+// Prometheus' rate() does, so that a replica that restarts or vanishes does
+// not look like traffic: a counter that went down was reset (its process
+// restarted) and grew by its new value; a series new in a replica read
+// before grew from zero; a replica not read before, or not read now, adds
+// nothing.
+func Increase(before, now Readings) map[string]float64 {
 	out := map[string]float64{}
-	if !seen {
-		return out
-	}
-	for k, v := range values {
-		p, ok := prev[k]
-		switch {
-		case !ok:
-			out[k] = v // a series born since: all of it is new
-		case v < p:
-			out[k] = v // reset
-		default:
-			out[k] = v - p
+	for id, series := range now {
+		prev, ok := before[id]
+		if !ok {
+			continue
+		}
+		for name, v := range series {
+			delta := v
+			if p, ok := prev[name]; ok && v >= p {
+				delta = v - p
+			}
+			out[name] += delta
 		}
 	}
 	return out
-}
-
-// Forget drops replicas not in keep.
-func (c *Counters) Forget(keep map[string]bool) {
-	for r := range c.last {
-		if !keep[r] {
-			delete(c.last, r)
-		}
-	}
 }
 
 // scrape reads every live replica's metrics, health and debug messages
 // each interval.
 func (w *watcher) scrape(ctx context.Context) {
 	var (
-		counters  Counters
+		before    Readings
 		lastAt    = time.Now()
 		debugSeen = map[string]uint64{}
 		transport http.RoundTripper
@@ -118,25 +101,14 @@ func (w *watcher) scrape(ctx context.Context) {
 		elapsed := now.Sub(lastAt).Seconds()
 		lastAt = now
 		rates := Rates{At: now.UTC().Format(time.RFC3339Nano), Nodes: map[string]NodeRates{}, Ports: map[string]float64{}}
-		keep := map[string]bool{}
+		readings := Readings{}
 		for _, rep := range replicas {
 			if !rep.Alive || rep.MetricsAddr == "" {
 				continue
 			}
-			keep[rep.Identity] = true
 			one, cancel := context.WithTimeout(ctx, w.opts.Interval)
-			values, err := r.counters(one, rep)
-			if err == nil {
-				for k, inc := range counters.Increase(rep.Identity, values) {
-					node, port, result := splitSeries(k)
-					nr := rates.Nodes[node]
-					nr.Messages += inc / elapsed
-					if result == "error" {
-						nr.Errors += inc / elapsed
-					}
-					rates.Nodes[node] = nr
-					rates.Ports[node+"."+port] += inc / elapsed
-				}
+			if values, err := r.counters(one, rep); err == nil {
+				readings[rep.Identity] = values
 			}
 			if h, err := r.health(one, rep); err == nil {
 				for node, nh := range h.Nodes {
@@ -159,7 +131,17 @@ func (w *watcher) scrape(ctx context.Context) {
 			}
 			cancel()
 		}
-		counters.Forget(keep)
+		for k, inc := range Increase(before, readings) {
+			node, port, result := splitSeries(k)
+			nr := rates.Nodes[node]
+			nr.Messages += inc / elapsed
+			if result == "error" {
+				nr.Errors += inc / elapsed
+			}
+			rates.Nodes[node] = nr
+			rates.Ports[node+"."+port] += inc / elapsed
+		}
+		before = readings
 		w.hub.publish("rates", rates)
 	}
 }

@@ -97,27 +97,25 @@ func TestListenNeedsExposeOffLoopback(t *testing.T) {
 	s.ln.Close()
 }
 
-// TestCountersHandleResets: a restarted replica's counters start again at
-// zero, which is new traffic, not negative traffic; a replica is counted
-// from its second reading.
-func TestCountersHandleResets(t *testing.T) {
-	var c Counters
-	if got := c.Increase("a", map[string]float64{"x": 100}); len(got) != 0 {
+// TestIncreaseHandlesResets: a restarted replica's counters start again at
+// zero, which is new traffic, not negative traffic; a replica counts from
+// its second reading, and one that vanished counts nothing.
+func TestIncreaseHandlesResets(t *testing.T) {
+	r1 := Readings{"a": {"x": 100}}
+	if got := Increase(nil, r1); len(got) != 0 {
 		t.Errorf("first reading: %v", got)
 	}
-	if got := c.Increase("a", map[string]float64{"x": 130, "y": 5}); got["x"] != 30 || got["y"] != 5 {
+	r2 := Readings{"a": {"x": 130, "y": 5}, "b": {"x": 1000}}
+	if got := Increase(r1, r2); got["x"] != 30 || got["y"] != 5 {
 		t.Errorf("second reading: %v", got)
 	}
-	if got := c.Increase("a", map[string]float64{"x": 7, "y": 5}); got["x"] != 7 || got["y"] != 0 {
-		t.Errorf("after a restart: %v", got)
+	r3 := Readings{"a": {"x": 7, "y": 5}, "b": {"x": 1001}}
+	if got := Increase(r2, r3); got["x"] != 8 || got["y"] != 0 {
+		t.Errorf("after a's restart, and b's second reading: %v", got)
 	}
-	c.Increase("b", map[string]float64{"x": 1000})
-	if got := c.Increase("b", map[string]float64{"x": 1001}); got["x"] != 1 {
-		t.Errorf("another replica: %v", got)
-	}
-	c.Forget(map[string]bool{"a": true})
-	if got := c.Increase("b", map[string]float64{"x": 5000}); len(got) != 0 {
-		t.Errorf("a replica forgotten starts again: %v", got)
+	r4 := Readings{"b": {"x": 1002}}
+	if got := Increase(r3, r4); got["x"] != 1 {
+		t.Errorf("after a vanished: %v", got)
 	}
 }
 
