@@ -4,7 +4,7 @@ SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
 GO ?= go
 
-.PHONY: all build generate manifests helm tools controlplane test fuzz vet fmt-check cross bench chaos load scale demo clean
+.PHONY: all build generate manifests helm tools controlplane browser ui web-test test fuzz vet fmt-check cross bench chaos load scale demo clean
 
 all: build
 
@@ -30,6 +30,20 @@ tools:
 	@command -v protoc >/dev/null || { echo "installing protobuf-compiler..."; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq protobuf-compiler >/dev/null; }
+
+## browser: Debian's chromium, for the page's browser tests, when missing
+browser:
+	@command -v chromium >/dev/null || { echo "installing chromium..."; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+## ui: build the page of tinymod ui from web/ into internal/ui/dist (committed, so that go install needs no npm)
+ui:
+	cd web && npm ci --no-audit --no-fund && npm run build
+
+## web-test: the page's unit tests
+web-test:
+	cd web && npm ci --no-audit --no-fund && npm test
 
 ## controlplane: kube-apiserver, kubectl and etcd built from source (cached; skipped when present)
 controlplane:
@@ -58,7 +72,7 @@ cross:
 
 ## test: the whole suite, on a real API server, with the race detector; never from the test cache,
 ## since some tests build and run the binary, which the cache cannot see
-test: tools controlplane helm vet fmt-check cross
+test: tools controlplane helm browser vet fmt-check cross web-test
 	$(GO) test -race -count=1 -timeout 20m ./...
 	@$(MAKE) --no-print-directory fuzz
 
