@@ -20,7 +20,8 @@ import (
 )
 
 // Rates are messages per second over the last interval, summed over the
-// replicas, each counted from its own previous reading.
+// replicas, each counted from its own previous reading. A node's messages
+// are those of its business ports; its errors, those of any port.
 type Rates struct {
 	At    string               `json:"at"`
 	Nodes map[string]NodeRates `json:"nodes"`
@@ -134,7 +135,12 @@ func (w *watcher) scrape(ctx context.Context) {
 		for k, inc := range Increase(before, readings) {
 			node, port, result := splitSeries(k)
 			nr := rates.Nodes[node]
-			nr.Messages += inc / elapsed
+			if !strings.HasPrefix(port, "_") {
+				// A node's traffic is its business ports': the runtime's own
+				// messages (_settings, _reconcile at every leader change)
+				// are not, but a press that fails on _control is an error.
+				nr.Messages += inc / elapsed
+			}
 			if result == "error" {
 				nr.Errors += inc / elapsed
 			}
