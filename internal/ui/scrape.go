@@ -132,23 +132,32 @@ func (w *watcher) scrape(ctx context.Context) {
 			}
 			cancel()
 		}
-		for k, inc := range Increase(before, readings) {
-			node, port, result := splitSeries(k)
-			nr := rates.Nodes[node]
-			if !strings.HasPrefix(port, "_") {
-				// A node's traffic is its business ports': the runtime's own
-				// messages (_settings, _reconcile at every leader change)
-				// are not, but a press that fails on _control is an error.
-				nr.Messages += inc / elapsed
-			}
-			if result == "error" {
-				nr.Errors += inc / elapsed
-			}
-			rates.Nodes[node] = nr
-			rates.Ports[node+"."+port] += inc / elapsed
-		}
+		addRates(&rates, Increase(before, readings), elapsed)
 		before = readings
 		w.hub.publish("rates", rates)
+	}
+}
+
+// addRates adds counters' increases over elapsed seconds to r: per node,
+// its business ports' messages and any port's errors; per port, all.
+func addRates(r *Rates, increase map[string]float64, elapsed float64) {
+	if elapsed <= 0 {
+		return
+	}
+	for k, inc := range increase {
+		node, port, result := splitSeries(k)
+		nr := r.Nodes[node]
+		if !strings.HasPrefix(port, "_") {
+			// The runtime's own messages (_settings, and _reconcile at every
+			// leader change) are not traffic; a press that fails on _control
+			// is an error.
+			nr.Messages += inc / elapsed
+		}
+		if result == "error" {
+			nr.Errors += inc / elapsed
+		}
+		r.Nodes[node] = nr
+		r.Ports[node+"."+port] += inc / elapsed
 	}
 }
 

@@ -119,6 +119,21 @@ func TestIncreaseHandlesResets(t *testing.T) {
 	}
 }
 
+// TestRatesCountBusinessPorts: the runtime's own messages are no node's
+// traffic, and errors count on any port.
+func TestRatesCountBusinessPorts(t *testing.T) {
+	r := Rates{Nodes: map[string]NodeRates{}, Ports: map[string]float64{}}
+	addRates(&r, map[string]float64{
+		"a\x00in\x00ok": 10, "a\x00in\x00error": 2, "a\x00_reconcile\x00ok": 6, "a\x00_control\x00error": 2,
+	}, 2)
+	if got := r.Nodes["a"]; got.Messages != 6 || got.Errors != 2 {
+		t.Errorf("node a: %+v, want 6 msg/s and 2 err/s", got)
+	}
+	if r.Ports["a.in"] != 6 || r.Ports["a._reconcile"] != 3 {
+		t.Errorf("ports: %v", r.Ports)
+	}
+}
+
 // TestReadLeadership: the Lease is the truth; an expired Lease has no
 // leader, and a replica whose process is gone is neither alive nor leader.
 func TestReadLeadership(t *testing.T) {
