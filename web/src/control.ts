@@ -17,12 +17,27 @@ export interface ControlState {
 }
 
 export interface ControlSpec {
+  /** The buttons to show now: with a running state, only those that fit it. */
   buttons: ControlButton[];
   /** The schema of the other (editable) properties, sent with a press; null when none. */
   form: Schema | null;
-  /** Read-only properties: the state the node publishes (e.g. running). */
+  /** Read-only properties: the state the node publishes, but running. */
   state: ControlState[];
+  /**
+   * Whether the node runs, when its schema has a running property (shown as
+   * a badge; never a form field); undefined when it has none.
+   */
+  running?: boolean;
 }
+
+/** The property that carries whether a node runs. */
+export const RUNNING = 'running';
+
+/** Actions that begin a run: shown while stopped. */
+export const START_ACTIONS: ReadonlySet<string> = new Set(['send', 'start']);
+
+/** Actions that end a run: shown while running. */
+export const STOP_ACTIONS: ReadonlySet<string> = new Set(['reset', 'stop']);
 
 function hasType(s: Schema, t: string): boolean {
   return Array.isArray(s.type) ? s.type.includes(t) : s.type === t;
@@ -50,6 +65,11 @@ export function orderedProperties(schema: Schema): [string, Schema][] {
  * start or stop, and properties with format "button", become buttons;
  * read-only properties are the state shown; the rest form a small form whose
  * values go with a press.
+ *
+ * A running property is state even without a read-only mark: its value (the
+ * schema's default.running, else its own default) is spec.running, and the
+ * buttons follow it: send and start while stopped, reset and stop while
+ * running. Schemas without one keep all their buttons.
  */
 export function controlSpec(schema: Schema | undefined | null): ControlSpec {
   const spec: ControlSpec = { buttons: [], form: null, state: [] };
@@ -58,6 +78,12 @@ export function controlSpec(schema: Schema | undefined | null): ControlSpec {
   const rest: Record<string, Schema> = {};
   for (const [key, prop] of orderedProperties(schema)) {
     if (!prop || typeof prop !== 'object') continue;
+    if (key === RUNNING) {
+      const value = key in defaults ? defaults[key] : prop.default;
+      // Left out of the published value (omitempty) when false.
+      spec.running = value === true || value === 'true';
+      continue;
+    }
     if (isReadOnly(prop)) {
       let value = key in defaults ? defaults[key] : prop.default;
       // A false boolean is left out of the published value (omitempty).
@@ -70,6 +96,10 @@ export function controlSpec(schema: Schema | undefined | null): ControlSpec {
       continue;
     }
     rest[key] = prop;
+  }
+  if (spec.running !== undefined) {
+    const hidden = spec.running ? START_ACTIONS : STOP_ACTIONS;
+    spec.buttons = spec.buttons.filter((b) => !hidden.has(b.action));
   }
   if (Object.keys(rest).length > 0) {
     const buttons = new Set(spec.buttons.map((b) => b.action));

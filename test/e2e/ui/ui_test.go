@@ -109,6 +109,34 @@ func waitText(t *testing.T, ctx context.Context, limit time.Duration, sel chrome
 	return ""
 }
 
+// present tells whether sel matches an element now.
+func present(t *testing.T, ctx context.Context, sel chromedp.CSS) bool {
+	t.Helper()
+	c, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ok, err := chromedp.Run(c, chromedp.Evaluate[bool](fmt.Sprintf(`document.querySelector(%q) !== null`, string(sel))))
+	if err != nil {
+		t.Fatalf("%s: %v", sel, err)
+	}
+	return ok
+}
+
+// waitGone polls until sel matches no element, within limit.
+func waitGone(t *testing.T, ctx context.Context, limit time.Duration, sel chromedp.CSS) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		c, cancel := context.WithTimeout(ctx, time.Second)
+		gone, err := chromedp.Run(c, chromedp.Evaluate[bool](fmt.Sprintf(`document.querySelector(%q) === null`, string(sel))))
+		cancel()
+		if err == nil && gone {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s: still there after %v", sel, limit)
+}
+
 // center returns the middle of the first element sel matches.
 func center(ctx context.Context, sel string) (x, y float64, err error) {
 	r, err := chromedp.Run(ctx, chromedp.Evaluate[[]float64](fmt.Sprintf(`(() => { const b = document.querySelector(%q).getBoundingClientRect(); return [b.x + b.width/2, b.y + b.height/2]; })()`, sel)))
@@ -139,8 +167,8 @@ func drag(ctx context.Context, from, to string) error {
 
 // TestPage runs the demo flow on three replicas and uses the page as a
 // person would: it is drawn, a press reaches a debug node, a killed leader's
-// successor shows, settings are saved and refused, and a node added and
-// wired in the page runs.
+// successor shows, settings are saved and refused, the ticker's buttons
+// follow its state, and a node added and wired in the page runs.
 func TestPage(t *testing.T) {
 	env := controlplanetest.Start(t)
 	ns := env.Namespace(t)
@@ -242,6 +270,22 @@ func TestPage(t *testing.T) {
 			}
 			return nil
 		})
+	})
+
+	t.Run("the ticker's buttons follow its state", func(t *testing.T) {
+		start, stop, state := "control-ticker-1-start", "control-ticker-1-stop", "control-state-ticker-1"
+		waitText(t, b, 30*time.Second, tid(state), func(s string) bool { return s == "running" || s == "stopped" })
+		if present(t, b, tid(start)) {
+			step(10*time.Second, chromedp.Click(tid(start)))
+		}
+		step(30*time.Second, chromedp.WaitVisible(tid(stop)))
+		waitGone(t, b, 30*time.Second, tid(start))
+		waitText(t, b, 10*time.Second, tid(state), func(s string) bool { return s == "running" })
+		screenshot(t, b, "ticker-running")
+		step(10*time.Second, chromedp.Click(tid(stop)))
+		step(30*time.Second, chromedp.WaitVisible(tid(start)))
+		waitGone(t, b, 30*time.Second, tid(stop))
+		waitText(t, b, 10*time.Second, tid(state), func(s string) bool { return s == "stopped" })
 	})
 
 	t.Run("a node added and wired in the page runs", func(t *testing.T) {

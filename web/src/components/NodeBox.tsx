@@ -157,8 +157,17 @@ function NodeBoxImpl({ id, data, selected }: NodeProps<Node<NodeBoxData, 'box'>>
           </div>
         )}
       </div>
-      {control && (control.buttons.length > 0 || control.state.length > 0) && (
+      {control && (control.buttons.length > 0 || control.state.length > 0 || control.running !== undefined) && (
         <div className="controls nodrag">
+          {control.running !== undefined && (
+            <span
+              className={`badge run-badge ${control.running ? 'running' : 'stopped'}`}
+              data-testid={`control-state-${g.id}`}
+              data-running={control.running}
+            >
+              {control.running ? 'running' : 'stopped'}
+            </span>
+          )}
           {control.state.map((s) => (
             <span key={s.key} className="state" title={s.key}>
               {s.title}: <b>{stateValue(s.value)}</b>
