@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"regexp"
 	"strings"
@@ -13,11 +14,13 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
 	"github.com/tinymod/tinymod/internal/mapping"
+	"github.com/tinymod/tinymod/internal/scheduler"
 )
 
 // NoFlow is the flow name the page uses for nodes without one.
@@ -77,29 +80,80 @@ func writeAPIError(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusBadRequest, "BadRequest", bad.Error())
 		return
 	}
+	var tooLarge tooLargeError
+	if errors.As(err, &tooLarge) {
+		writeError(w, http.StatusRequestEntityTooLarge, "RequestEntityTooLarge", tooLarge.Error())
+		return
+	}
 	writeError(w, http.StatusInternalServerError, "InternalError", err.Error())
 }
 
 type badRequest struct{ error }
 
-func decodeBody(r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
+// maxBody bounds a request's body.
+const maxBody = 1 << 20
+
+// decodeBody reads the one JSON value of the body into v: unknown fields,
+// trailing data and a body over maxBody are refused.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	err := dec.Decode(v)
+	if err == nil && dec.Decode(&json.RawMessage{}) != io.EOF {
+		err = errors.New("more than one JSON value")
+	}
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return tooLargeError{fmt.Errorf("request body: over %d bytes", maxBody)}
+	}
+	if err != nil {
 		return badRequest{fmt.Errorf("request body: %w", err)}
 	}
 	return nil
 }
 
-var dnsName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+type tooLargeError struct{ error }
 
-// target splits "<node>.<port>".
+// nodeName checks that name can be a TinyNode's: a DNS subdomain, dots
+// allowed.
+func nodeName(name string) error {
+	if msgs := validation.IsDNS1123Subdomain(name); len(msgs) > 0 {
+		return badRequest{fmt.Errorf("%q is not a node name: %s", name, strings.Join(msgs, "; "))}
+	}
+	return nil
+}
+
+// portName checks that name can be a port's: never a dot.
+func portName(name string) error {
+	if name == "" || len(name) > 63 || strings.Contains(name, ".") {
+		return badRequest{fmt.Errorf("%q is not a port name (1 to 63 characters, no dot)", name)}
+	}
+	return nil
+}
+
+// target splits "<node>.<port>" at its last dot, as the runtime does: node
+// names may have dots, port names never do.
 func target(to string) (node, port string, err error) {
-	node, port, ok := strings.Cut(to, ".")
-	if !ok || node == "" || port == "" {
-		return "", "", badRequest{fmt.Errorf("%q is not <node>.<port>", to)}
+	node, port, err = scheduler.SplitTarget(to)
+	if err != nil {
+		return "", "", badRequest{err}
+	}
+	if err := nodeName(node); err != nil {
+		return "", "", err
+	}
+	if err := portName(port); err != nil {
+		return "", "", err
 	}
 	return node, port, nil
+}
+
+// targetNode is the node of an edge's target, "" if it names none.
+func targetNode(to string) string {
+	node, _, err := scheduler.SplitTarget(to)
+	if err != nil {
+		return ""
+	}
+	return node
 }
 
 func rawJSON(v json.RawMessage) *apiextensionsv1.JSON {
@@ -115,12 +169,12 @@ func (s *Server) createSignal(w http.ResponseWriter, r *http.Request) {
 		Port string          `json:"port"`
 		Data json.RawMessage `json:"data"`
 	}
-	if err := decodeBody(r, &req); err != nil {
+	if err := decodeBody(w, r, &req); err != nil {
 		writeAPIError(w, err)
 		return
 	}
-	if !dnsName.MatchString(req.Node) || req.Port == "" {
-		writeError(w, http.StatusBadRequest, "BadRequest", "a signal needs a node and a port")
+	if err := errors.Join(nodeName(req.Node), portName(req.Port)); err != nil {
+		writeError(w, http.StatusBadRequest, "BadRequest", "a signal needs a node and a port: "+err.Error())
 		return
 	}
 	sig := &v1alpha1.TinySignal{
@@ -140,7 +194,7 @@ func (s *Server) createNode(w http.ResponseWriter, r *http.Request) {
 		Component string `json:"component"`
 		Flow      string `json:"flow"`
 	}
-	if err := decodeBody(r, &req); err != nil {
+	if err := decodeBody(w, r, &req); err != nil {
 		writeAPIError(w, err)
 		return
 	}
@@ -148,7 +202,7 @@ func (s *Server) createNode(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "BadRequest", "a node needs a module and a component")
 		return
 	}
-	prefix := strings.Trim(regexp.MustCompile(`[^a-z0-9-]+`).ReplaceAllString(strings.ToLower(req.Component), "-"), "-")
+	prefix := strings.Trim(unsafeName.ReplaceAllString(strings.ToLower(req.Component), "-"), "-")
 	if prefix == "" {
 		prefix = "node"
 	}
@@ -166,6 +220,8 @@ func (s *Server) createNode(w http.ResponseWriter, r *http.Request) {
 	n.ManagedFields = nil
 	writeJSON(w, http.StatusCreated, n)
 }
+
+var unsafeName = regexp.MustCompile(`[^a-z0-9-]+`)
 
 func randomSuffix() string {
 	const letters = "bcdfghjklmnpqrstvwxz2456789"
@@ -197,11 +253,16 @@ func (s *Server) putSettings(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Configuration json.RawMessage `json:"configuration"`
 	}
-	if err := decodeBody(r, &req); err != nil {
+	if err := decodeBody(w, r, &req); err != nil {
 		writeAPIError(w, err)
 		return
 	}
-	n, err := s.update(r.Context(), r.PathValue("name"), func(n *v1alpha1.TinyNode) error {
+	name := r.PathValue("name")
+	if err := nodeName(name); err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	n, err := s.update(r.Context(), name, func(n *v1alpha1.TinyNode) error {
 		setPort(n, v1alpha1.TinyNodePortConfig{Port: v1alpha1.SettingsPort, Configuration: rawJSON(req.Configuration)})
 		return nil
 	})
@@ -225,6 +286,10 @@ func setPort(n *v1alpha1.TinyNode, c v1alpha1.TinyNodePortConfig) {
 
 func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
+	if err := nodeName(name); err != nil {
+		writeAPIError(w, err)
+		return
+	}
 	ctx := r.Context()
 	n := &v1alpha1.TinyNode{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.opts.Namespace}}
 	if err := s.c.Delete(ctx, n); err != nil {
@@ -244,7 +309,7 @@ func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request) {
 		if _, err := s.update(ctx, other.Name, func(o *v1alpha1.TinyNode) error {
 			kept := o.Spec.Edges[:0]
 			for _, e := range o.Spec.Edges {
-				if to, _, _ := strings.Cut(e.To, "."); to != name {
+				if targetNode(e.To) != name {
 					kept = append(kept, e)
 				}
 			}
@@ -260,7 +325,7 @@ func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request) {
 
 func pointsAt(n v1alpha1.TinyNode, name string) bool {
 	for _, e := range n.Spec.Edges {
-		if to, _, _ := strings.Cut(e.To, "."); to == name {
+		if targetNode(e.To) == name {
 			return true
 		}
 	}
@@ -273,7 +338,12 @@ func (s *Server) addEdge(w http.ResponseWriter, r *http.Request) {
 		To      string          `json:"to"`
 		Mapping json.RawMessage `json:"mapping"`
 	}
-	if err := decodeBody(r, &req); err != nil {
+	if err := decodeBody(w, r, &req); err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	name := r.PathValue("name")
+	if err := nodeName(name); err != nil {
 		writeAPIError(w, err)
 		return
 	}
@@ -282,8 +352,8 @@ func (s *Server) addEdge(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, err)
 		return
 	}
-	if req.Port == "" {
-		writeError(w, http.StatusBadRequest, "BadRequest", "an edge needs the port it leaves from")
+	if err := portName(req.Port); err != nil {
+		writeError(w, http.StatusBadRequest, "BadRequest", "an edge needs the port it leaves from: "+err.Error())
 		return
 	}
 	tpl := rawJSON(req.Mapping)
@@ -293,7 +363,6 @@ func (s *Server) addEdge(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	name := r.PathValue("name")
 	id := req.Port + "-" + toNode + "-" + randomSuffix()
 	// The mapping first: an edge that starts delivering finds it in place.
 	if tpl != nil {
@@ -317,6 +386,10 @@ func (s *Server) addEdge(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) deleteEdge(w http.ResponseWriter, r *http.Request) {
 	name, id := r.PathValue("name"), r.PathValue("id")
+	if err := nodeName(name); err != nil {
+		writeAPIError(w, err)
+		return
+	}
 	var gone *v1alpha1.TinyNodeEdge
 	var rest []v1alpha1.TinyNodeEdge
 	_, err := s.update(r.Context(), name, func(n *v1alpha1.TinyNode) error {
@@ -369,7 +442,7 @@ func (s *Server) checkMapping(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Mapping json.RawMessage `json:"mapping"`
 	}
-	if err := decodeBody(r, &req); err != nil {
+	if err := decodeBody(w, r, &req); err != nil {
 		writeAPIError(w, err)
 		return
 	}

@@ -258,10 +258,19 @@ type pageClient struct {
 
 func (c pageClient) do(method, path string, body any) (int, []byte) {
 	c.t.Helper()
+	var b []byte
+	if body != nil {
+		b, _ = json.Marshal(body)
+	}
+	return c.doRaw(method, path, b)
+}
+
+// doRaw sends body as it is (none if nil).
+func (c pageClient) doRaw(method, path string, body []byte) (int, []byte) {
+	c.t.Helper()
 	var r io.Reader
 	if body != nil {
-		b, _ := json.Marshal(body)
-		r = bytes.NewReader(b)
+		r = bytes.NewReader(body)
 	}
 	req, _ := http.NewRequest(method, c.url+strings.TrimPrefix(path, "/"), r)
 	req.Header.Set("Content-Type", "application/json")
