@@ -15,12 +15,14 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel/trace"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/tinymod/tinymod/internal/leader"
 	"github.com/tinymod/tinymod/internal/replica"
+	"github.com/tinymod/tinymod/internal/tracing"
 	"github.com/tinymod/tinymod/module"
 )
 
@@ -200,6 +202,22 @@ func run(ctx context.Context, o RunOptions, version string, components []module.
 		log.Info("pprof listening", "addr", addr)
 	}
 	log.Info("gRPC listening", "addr", ln.Addr().String(), "advertise", advertise, "authenticated", token != "")
+	// Traces, when the OTEL_* environment asks for them.
+	var tracer trace.TracerProvider
+	tp, err := tracing.Setup(ctx, o.Name, o.Identity)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	if tp != nil {
+		tracer = tp
+		defer func() {
+			flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = tp.Shutdown(flush)
+		}()
+		log.Info("tracing", "exporter", "otlp")
+	}
 
 	replicaDone := make(chan error, 1)
 	go func() {
@@ -220,6 +238,7 @@ func run(ctx context.Context, o RunOptions, version string, components []module.
 			Journal:      journal,
 
 			PerNodeMetrics: o.PerNodeMetrics,
+			Tracing:        tracer,
 		})
 	}()
 	var runErr error

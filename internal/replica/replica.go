@@ -9,12 +9,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
-
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/go-logr/logr"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -80,6 +80,8 @@ type Options struct {
 	// port); the module-wide totals count every message. 0:
 	// scheduler.DefaultPerNodeMetrics (500); negative: none.
 	PerNodeMetrics int
+	// Tracing, if set, traces every delivery (see scheduler.Options.Tracing).
+	Tracing trace.TracerProvider
 	// FailedSignalTTL is how long a failed TinySignal is kept. Defaults to
 	// controller.DefaultFailedTTL (an hour).
 	FailedSignalTTL time.Duration
@@ -293,6 +295,7 @@ func Run(ctx context.Context, opts Options) error {
 		Metrics:   scheduler.MetricsOptions{Registerer: ctrlmetrics.Registry, Module: opts.Module.Name, PerNode: opts.PerNodeMetrics},
 		Log:       log.WithName("scheduler"),
 		OnPanic:   nodes.Panicked,
+		Tracing:   opts.Tracing,
 	})
 	if err != nil {
 		return fmt.Errorf("replica: %w", err)

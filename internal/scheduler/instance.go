@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
 	"github.com/tinymod/tinymod/internal/leader"
@@ -532,7 +533,7 @@ func (inst *instance) awaitStart(ctx context.Context) error {
 // receive decodes a message arriving at one of this node's ports (through the
 // mapping of the edge it came along, if there is one) and handles it. The
 // message has taken hops hops.
-func (inst *instance) receive(ctx context.Context, hops int, from, portName string, data any) any {
+func (inst *instance) receive(ctx context.Context, hops int, edge, from, portName string, data any) (result any) {
 	// Its ports, too, may follow its first settings (a router's routes).
 	if !isSystemPort(portName) {
 		if err := inst.awaitStart(ctx); err != nil {
@@ -547,11 +548,16 @@ func (inst *instance) receive(ctx context.Context, hops int, from, portName stri
 		// component changed): the message goes to the one that replaced
 		// it, if any, never to a destroyed component.
 		if next := inst.s.instance(inst.name); next != nil && next != inst && next.ctx.Err() == nil {
-			return next.receive(ctx, hops, from, portName, data)
+			return next.receive(ctx, hops, edge, from, portName, data)
 		}
 		err := module.Permanent(fmt.Errorf("%w: %s went while the message waited", ErrNoNode, inst.name))
 		inst.s.failed(inst.name, edgeOrPort(from, portName), from, err)
 		return err
+	}
+	if t := inst.s.tracer; t != nil && traced(portName) {
+		var span trace.Span
+		ctx, span = inst.startSpan(ctx, t, edge, from, portName)
+		defer func() { endSpan(span, result) }()
 	}
 	in := inst.wiring.Load()
 	p := in.ports[portName]
@@ -608,7 +614,10 @@ func edgeOrPort(from, port string) string {
 // withMessageID carries the message ID of from into ctx.
 func withMessageID(ctx, from context.Context) context.Context {
 	if id := module.MessageID(from); id != "" {
-		return module.WithMessageID(ctx, id)
+		ctx = module.WithMessageID(ctx, id)
+	}
+	if span := trace.SpanFromContext(from); span.SpanContext().IsValid() {
+		ctx = trace.ContextWithSpan(ctx, span) // what the press starts is its child
 	}
 	return ctx
 }
@@ -800,7 +809,7 @@ func (inst *instance) deliverRetrying(ctx context.Context, hops int, e *edge, da
 // deliver sends data, which has taken hops hops with this one, along one edge.
 func (s *Scheduler) deliver(ctx context.Context, hops int, e *edge, data any) any {
 	if target := s.target(e); target != nil {
-		return target.receive(ctx, hops, e.from, e.toPort, data)
+		return target.receive(ctx, hops, e.id, e.from, e.toPort, data)
 	}
 	if m := e.remote.Load(); m != nil && s.opts.Transport != nil {
 		return s.sendRemote(ctx, hops, e, *m, data)
@@ -817,7 +826,7 @@ func (s *Scheduler) deliver(ctx context.Context, hops int, e *edge, data any) an
 		if target == nil {
 			return s.edgeFailed(e, fmt.Errorf("edge %s to %s: the node cannot run: %s", e.id, e.to, ProblemsText(problems)))
 		}
-		return target.receive(ctx, hops, e.from, e.toPort, data)
+		return target.receive(ctx, hops, e.id, e.from, e.toPort, data)
 	}
 	if s.opts.Transport == nil {
 		return s.edgeFailed(e, module.Permanent(fmt.Errorf("edge %s to %s: node of module %s, and this replica has no transport to other modules", e.id, e.to, node.Spec.Module)))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
 	"github.com/tinymod/tinymod/internal/leader"
@@ -67,6 +68,10 @@ type Options struct {
 	Transport Transport
 	// Metrics registers the scheduler's metrics; nil registers none.
 	Metrics prometheus.Registerer
+	// Tracing, if set, makes a span of every delivery to a business port
+	// (its node, port, edge and result), the child of the sender's. Nil:
+	// no spans, at no cost.
+	Tracing trace.TracerProvider
 	// Log receives panics and delivery failures. Defaults to discarding.
 	Log logr.Logger
 	// OnPanic, if set, learns of every panic recovered from a node's
@@ -92,6 +97,7 @@ type Scheduler struct {
 	protoPorts map[string][]module.Port // each component's ports, as registered
 	metrics    *metrics
 	failures   *failures
+	tracer     trace.Tracer // nil: no spans
 
 	mu        sync.RWMutex
 	instances map[string]*instance
@@ -131,6 +137,9 @@ func New(opts Options) (*Scheduler, error) {
 		instances:  map[string]*instance{},
 	}
 	s.failures = newFailures(opts.LogEvery)
+	if opts.Tracing != nil {
+		s.tracer = opts.Tracing.Tracer("github.com/tinymod/tinymod/internal/scheduler")
+	}
 	for _, c := range opts.Components {
 		var name string
 		if err := contain(func() { name = c.GetInfo().Name }); err != nil {
@@ -351,7 +360,7 @@ func (s *Scheduler) Handle(ctx context.Context, msg Msg) any {
 		s.failed(nodeName, "port "+port, msg.From, err)
 		return err
 	}
-	return inst.receive(ctx, d, msg.From, port, msg.Data)
+	return inst.receive(ctx, d, "", msg.From, port, msg.Data)
 }
 
 // LeadershipChanged delivers _reconcile to every instance, each in its own

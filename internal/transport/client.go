@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tinymod/tinymod/internal/scheduler"
+	"github.com/tinymod/tinymod/internal/tracing"
 	"github.com/tinymod/tinymod/internal/transport/transportpb"
 	"github.com/tinymod/tinymod/module"
 )
@@ -305,6 +306,7 @@ func (c *Client) Send(ctx context.Context, targetModule string, msg scheduler.Ms
 		return fmt.Errorf("module %s has no reachable replica for %s", targetModule, msg.To)
 	}
 	req := &transportpb.Message{Module: targetModule, To: msg.To, From: msg.From, Data: data, Depth: int32(scheduler.Depth(ctx)), Id: msg.ID}
+	req.Trace = tracing.Inject(ctx)
 	start := int(c.next.Add(1))
 	var last error
 	first := addrs

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tinymod/tinymod/internal/scheduler"
+	"github.com/tinymod/tinymod/internal/tracing"
 	"github.com/tinymod/tinymod/internal/transport/transportpb"
 	"github.com/tinymod/tinymod/module"
 )
@@ -305,7 +306,7 @@ func (s *Server) handle(ctx context.Context, m *transportpb.Message) (*transport
 		}
 		data = json.RawMessage(m.GetData())
 	}
-	ctx = scheduler.WithDepth(ctx, int(m.GetDepth()))
+	ctx = scheduler.WithDepth(tracing.Extract(ctx, m.GetTrace()), int(m.GetDepth()))
 	res := s.h.Handle(ctx, scheduler.Msg{To: m.GetTo(), From: m.GetFrom(), Data: data, ID: m.GetId()})
 	if err, ok := res.(error); ok && err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 		if errors.Is(context.Cause(ctx), errStopped) {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -101,10 +102,11 @@ func (e *echo) Handle(ctx context.Context, output module.Handler, port string, m
 var slowEnded = make(chan error, 1)
 
 type env struct {
-	t   *testing.T
-	e   *controlplanetest.Env
-	ns  string
-	ctx context.Context
+	t       *testing.T
+	e       *controlplanetest.Env
+	ns      string
+	ctx     context.Context
+	tracing trace.TracerProvider // for the replicas, if set
 }
 
 func (v *env) start(moduleName, id string) context.CancelFunc {
@@ -121,6 +123,7 @@ func (v *env) start(moduleName, id string) context.CancelFunc {
 			Config:     v.e.Config, Namespace: v.ns, Identity: id,
 			Election:     leader.Config{LeaseDuration: 2 * time.Second, RenewDeadline: 1500 * time.Millisecond, RetryPeriod: 500 * time.Millisecond},
 			GRPCListener: ln, GRPCAddr: ln.Addr().String(), GRPCToken: token,
+			Tracing: v.tracing,
 		})
 	}()
 	stopped := false

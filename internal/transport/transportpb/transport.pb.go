@@ -133,7 +133,10 @@ type Message struct {
 	// Depth is how many hops the message has taken; the cycle limit counts across modules.
 	Depth int32 `protobuf:"varint,5,opt,name=depth,proto3" json:"depth,omitempty"`
 	// ID identifies the message, for idempotency.
-	Id            string `protobuf:"bytes,6,opt,name=id,proto3" json:"id,omitempty"`
+	Id string `protobuf:"bytes,6,opt,name=id,proto3" json:"id,omitempty"`
+	// Trace carries the sender's trace context (W3C traceparent and
+	// tracestate), when it traces.
+	Trace         map[string]string `protobuf:"bytes,7,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -208,6 +211,13 @@ func (x *Message) GetId() string {
 		return x.Id
 	}
 	return ""
+}
+
+func (x *Message) GetTrace() map[string]string {
+	if x != nil {
+		return x.Trace
+	}
+	return nil
 }
 
 type Result struct {
@@ -329,14 +339,19 @@ const file_api_proto_transport_proto_rawDesc = "" +
 	"\atimeout\x18\x04 \x01(\x03R\atimeout\x12\x16\n" +
 	"\x06cancel\x18\x05 \x01(\bR\x06cancel\x12\x12\n" +
 	"\x04code\x18\x06 \x01(\x05R\x04code\x12\x16\n" +
-	"\x06status\x18\a \x01(\tR\x06status\"\x7f\n" +
+	"\x06status\x18\a \x01(\tR\x06status\"\xf9\x01\n" +
 	"\aMessage\x12\x16\n" +
 	"\x06module\x18\x01 \x01(\tR\x06module\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x12\x12\n" +
 	"\x04from\x18\x03 \x01(\tR\x04from\x12\x12\n" +
 	"\x04data\x18\x04 \x01(\fR\x04data\x12\x14\n" +
 	"\x05depth\x18\x05 \x01(\x05R\x05depth\x12\x0e\n" +
-	"\x02id\x18\x06 \x01(\tR\x02id\"O\n" +
+	"\x02id\x18\x06 \x01(\tR\x02id\x12>\n" +
+	"\x05trace\x18\a \x03(\v2(.tinymod.transport.v1.Message.TraceEntryR\x05trace\x1a8\n" +
+	"\n" +
+	"TraceEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"O\n" +
 	"\x06Result\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x121\n" +
 	"\x05error\x18\x02 \x01(\v2\x1b.tinymod.transport.v1.ErrorR\x05error\"?\n" +
@@ -359,26 +374,28 @@ func file_api_proto_transport_proto_rawDescGZIP() []byte {
 	return file_api_proto_transport_proto_rawDescData
 }
 
-var file_api_proto_transport_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_api_proto_transport_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_api_proto_transport_proto_goTypes = []any{
 	(*Envelope)(nil), // 0: tinymod.transport.v1.Envelope
 	(*Message)(nil),  // 1: tinymod.transport.v1.Message
 	(*Result)(nil),   // 2: tinymod.transport.v1.Result
 	(*Error)(nil),    // 3: tinymod.transport.v1.Error
+	nil,              // 4: tinymod.transport.v1.Message.TraceEntry
 }
 var file_api_proto_transport_proto_depIdxs = []int32{
 	1, // 0: tinymod.transport.v1.Envelope.message:type_name -> tinymod.transport.v1.Message
 	2, // 1: tinymod.transport.v1.Envelope.result:type_name -> tinymod.transport.v1.Result
-	3, // 2: tinymod.transport.v1.Result.error:type_name -> tinymod.transport.v1.Error
-	1, // 3: tinymod.transport.v1.Module.Send:input_type -> tinymod.transport.v1.Message
-	0, // 4: tinymod.transport.v1.Module.Stream:input_type -> tinymod.transport.v1.Envelope
-	2, // 5: tinymod.transport.v1.Module.Send:output_type -> tinymod.transport.v1.Result
-	0, // 6: tinymod.transport.v1.Module.Stream:output_type -> tinymod.transport.v1.Envelope
-	5, // [5:7] is the sub-list for method output_type
-	3, // [3:5] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	4, // 2: tinymod.transport.v1.Message.trace:type_name -> tinymod.transport.v1.Message.TraceEntry
+	3, // 3: tinymod.transport.v1.Result.error:type_name -> tinymod.transport.v1.Error
+	1, // 4: tinymod.transport.v1.Module.Send:input_type -> tinymod.transport.v1.Message
+	0, // 5: tinymod.transport.v1.Module.Stream:input_type -> tinymod.transport.v1.Envelope
+	2, // 6: tinymod.transport.v1.Module.Send:output_type -> tinymod.transport.v1.Result
+	0, // 7: tinymod.transport.v1.Module.Stream:output_type -> tinymod.transport.v1.Envelope
+	6, // [6:8] is the sub-list for method output_type
+	4, // [4:6] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_api_proto_transport_proto_init() }
@@ -392,7 +409,7 @@ func file_api_proto_transport_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_proto_transport_proto_rawDesc), len(file_api_proto_transport_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
