@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
@@ -42,12 +44,18 @@ func (emitter) Handle(context.Context, module.Handler, string, any) any { return
 // benchFlow wires an emitter to n counters, with mapping on every edge or none,
 // and returns the emitter's output handler.
 func benchFlow(b *testing.B, n int, mapping map[string]any) module.Handler {
+	return benchFlowTraced(b, n, mapping, nil)
+}
+
+// benchFlowTraced is benchFlow with a tracer provider.
+func benchFlowTraced(b *testing.B, n int, mapping map[string]any, tp trace.TracerProvider) module.Handler {
 	b.Helper()
 	s, err := New(Options{
 		Module:     module.Info{Name: "m"},
 		Components: []module.Component{emitter{}, &counter{}},
 		Leader:     leader.Always,
 		Metrics:    prometheus.NewRegistry(),
+		Tracing:    tp,
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -72,6 +80,12 @@ func benchFlow(b *testing.B, n int, mapping map[string]any) module.Handler {
 }
 
 var benchMsg = Greeting{Who: "ann", Count: 3, Note: "n"}
+
+// discard is a span exporter that drops every span.
+type discard struct{}
+
+func (discard) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discard) Shutdown(context.Context) error                             { return nil }
 
 // BenchmarkHop is one message across one edge. direct-call is the baseline: the
 // receiving component's Handle called by hand.
@@ -103,6 +117,19 @@ func BenchmarkHop(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			if r := out(hctx, "out", benchMsg); r != nil {
+				b.Fatal(r)
+			}
+		}
+	})
+	b.Run("scheduler-traced", func(b *testing.B) {
+		// Tracing on: every span sampled, recorded and handed to a batcher
+		// whose exporter drops it.
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discard{}))
+		b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+		out := benchFlowTraced(b, 1, nil, tp)
+		b.ReportAllocs()
+		for b.Loop() {
+			if r := out(ctx, "out", benchMsg); r != nil {
 				b.Fatal(r)
 			}
 		}
