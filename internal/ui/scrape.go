@@ -7,12 +7,16 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
 
 	"github.com/tinymod/tinymod/internal/debugring"
@@ -86,7 +90,7 @@ func (w *watcher) scrape(ctx context.Context) {
 	if rt, err := rest.TransportFor(w.opts.Config); err == nil {
 		transport = rt
 	}
-	r := &reader{config: w.opts.Config, namespace: w.opts.Namespace, proxy: transport}
+	r := newReader(w.opts.Config, w.opts.Namespace, transport)
 	t := time.NewTicker(w.opts.Interval)
 	defer t.Stop()
 	for {
@@ -132,6 +136,7 @@ func (w *watcher) scrape(ctx context.Context) {
 			}
 			cancel()
 		}
+		r.forget(replicas)
 		addRates(&rates, Increase(before, readings), elapsed)
 		before = readings
 		w.hub.publish("rates", rates)
@@ -171,28 +176,128 @@ func splitSeries(k string) (node, port, result string) {
 
 // reader fetches from a replica's metrics address: directly, or else
 // through the API server's pod proxy (a replica in a cluster, by its pod
-// name, which is its identity).
+// name, which is its identity). Neither follows redirects: the pod proxy
+// carries the user's credentials, which must go nowhere else. It keeps,
+// per replica, the way that worked, so that a pod address that does not
+// answer from here costs time once, not every time.
 type reader struct {
 	config    *rest.Config
 	namespace string
-	proxy     http.RoundTripper
+	direct    *http.Client
+	proxy     *http.Client // nil: no pod proxy
+
+	mu     sync.Mutex
+	routes map[string]route // by routeKey
 }
 
-func (r *reader) get(ctx context.Context, rep ReplicaLiveness, path string) ([]byte, error) {
-	body, derr := fetch(ctx, http.DefaultClient, "http://"+rep.MetricsAddr+path)
-	if derr == nil || r.proxy == nil {
-		return body, derr
+type route int
+
+const (
+	routeUnknown route = iota
+	routeDirect
+	routeProxy
+)
+
+func newReader(config *rest.Config, namespace string, proxy http.RoundTripper) *reader {
+	noRedirects := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	r := &reader{
+		config:    config,
+		namespace: namespace,
+		direct: &http.Client{CheckRedirect: noRedirects, Transport: &http.Transport{
+			// A replica's address is reached as it is, never through an
+			// HTTP proxy of the environment.
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConnsPerHost: 2,
+			IdleConnTimeout:     time.Minute,
+		}},
+		routes: map[string]route{},
+	}
+	if proxy != nil {
+		r.proxy = &http.Client{Transport: proxy, CheckRedirect: noRedirects}
+	}
+	return r
+}
+
+func routeKey(rep ReplicaLiveness) string { return rep.Identity + "@" + rep.MetricsAddr }
+
+// forget drops what is kept of replicas not in replicas.
+func (r *reader) forget(replicas []ReplicaLiveness) {
+	keep := map[string]bool{}
+	for _, rep := range replicas {
+		keep[routeKey(rep)] = true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k := range r.routes {
+		if !keep[k] {
+			delete(r.routes, k)
+		}
+	}
+}
+
+// proxyURL is where the API server proxies path of rep's pod; "" when rep
+// cannot be reached that way: no pod proxy, or an identity that is not a
+// pod's name (it comes from a Lease, which others may write) or an address
+// without a port.
+func (r *reader) proxyURL(rep ReplicaLiveness, path string) string {
+	if r.proxy == nil || len(validation.IsDNS1123Subdomain(rep.Identity)) > 0 {
+		return ""
 	}
 	_, port, err := net.SplitHostPort(rep.MetricsAddr)
 	if err != nil {
+		return ""
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+		return ""
+	}
+	base, _, err := rest.DefaultServerUrlFor(r.config)
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%s/api/v1/namespaces/%s/pods/%s:%s/proxy%s", strings.TrimRight(base.String(), "/"), url.PathEscape(r.namespace), rep.Identity, port, path)
+}
+
+// get reads path from rep within ctx: by the way that worked last for it,
+// else directly with half the time left and then through the pod proxy.
+func (r *reader) get(ctx context.Context, rep ReplicaLiveness, path string) ([]byte, error) {
+	key := routeKey(rep)
+	r.mu.Lock()
+	known := r.routes[key]
+	r.mu.Unlock()
+	proxied := r.proxyURL(rep, path)
+	if known == routeProxy && proxied != "" {
+		return fetch(ctx, r.proxy, proxied)
+	}
+	dctx := ctx
+	if known == routeUnknown && proxied != "" {
+		share := time.Second
+		if deadline, ok := ctx.Deadline(); ok {
+			share = time.Until(deadline) / 2
+		}
+		var cancel context.CancelFunc
+		dctx, cancel = context.WithTimeout(ctx, share)
+		defer cancel()
+	}
+	body, derr := fetch(dctx, r.direct, "http://"+rep.MetricsAddr+path)
+	if derr == nil {
+		r.remember(key, routeDirect)
+		return body, nil
+	}
+	if proxied == "" || ctx.Err() != nil {
 		return nil, derr
 	}
-	url := fmt.Sprintf("%s/api/v1/namespaces/%s/pods/%s:%s/proxy%s", strings.TrimRight(r.config.Host, "/"), r.namespace, rep.Identity, port, path)
-	body, perr := fetch(ctx, &http.Client{Transport: r.proxy}, url)
+	body, perr := fetch(ctx, r.proxy, proxied)
 	if perr != nil {
 		return nil, fmt.Errorf("%v; through the pod proxy: %w", derr, perr)
 	}
+	r.remember(key, routeProxy)
 	return body, nil
+}
+
+func (r *reader) remember(key string, rt route) {
+	r.mu.Lock()
+	r.routes[key] = rt
+	r.mu.Unlock()
 }
 
 func fetch(ctx context.Context, c *http.Client, url string) ([]byte, error) {

@@ -1,0 +1,262 @@
+package ui
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/rest"
+
+	"github.com/tinymod/tinymod/internal/debugring"
+	"github.com/tinymod/tinymod/internal/replica"
+)
+
+// fakeReplica serves what a replica serves on its metrics address: a
+// counter that grows by 10 on each read, no failures, and its debug ring.
+type fakeReplica struct {
+	ring  *debugring.Ring
+	reads atomic.Int64
+}
+
+func (f *fakeReplica) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/metrics":
+		n := f.reads.Add(1)
+		fmt.Fprintf(w, "# TYPE tinymod_messages_total counter\ntinymod_messages_total{node=\"a\",port=\"in\",result=\"ok\"} %d\n", 10*n)
+	case replica.HealthPath:
+		_ = json.NewEncoder(w).Encode(replica.Health{})
+	case debugring.Path:
+		debugring.Handler(f.ring).ServeHTTP(w, r)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func newFakeReplica(t *testing.T) (*fakeReplica, string) {
+	t.Helper()
+	f := &fakeReplica{ring: &debugring.Ring{}}
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	return f, strings.TrimPrefix(srv.URL, "http://")
+}
+
+// hangingAddr accepts connections and never answers.
+func hangingAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ln.Addr().String()
+}
+
+// closedAddr is an address nothing listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// runScraper scrapes replicas every interval into a hub of its own until
+// the test ends, and checks that it then stops.
+func runScraper(t *testing.T, cfg *rest.Config, interval time.Duration, replicas ...ReplicaLiveness) *hub {
+	t.Helper()
+	if cfg == nil {
+		cfg = &rest.Config{Host: "http://" + closedAddr(t)}
+	}
+	h := newHub()
+	w := &watcher{opts: Options{Config: cfg, Namespace: "ns", Interval: interval}, hub: h, replicas: replicas}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.scrape(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Error("the scraper did not stop within 5 s of its context's end")
+		}
+	})
+	return h
+}
+
+// collect gathers the events of a hub for d.
+func collect(h *hub, d time.Duration) map[string][][]byte {
+	ch := h.subscribe()
+	defer h.unsubscribe(ch)
+	out := map[string][][]byte{}
+	deadline := time.After(d)
+	for {
+		select {
+		case f, ok := <-ch:
+			if !ok {
+				return out
+			}
+			name, data, _ := strings.Cut(strings.TrimPrefix(string(f), "event: "), "\ndata: ")
+			out[name] = append(out[name], []byte(strings.TrimSpace(data)))
+		case <-deadline:
+			return out
+		}
+	}
+}
+
+// fakeAPIServer serves the pod proxy of the API server for the replicas
+// given by pod name and port, and records the paths asked for.
+type fakeAPIServer struct {
+	mu    sync.Mutex
+	paths []string
+	pods  map[string]http.Handler // "<pod>:<port>"
+	// redirect, if set, answers every proxied request with a redirect there.
+	redirect string
+}
+
+func (f *fakeAPIServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	f.paths = append(f.paths, r.URL.RawPath+"|"+r.URL.Path)
+	f.mu.Unlock()
+	if r.Header.Get("Authorization") != "Bearer sekrit" {
+		http.Error(w, "who?", http.StatusUnauthorized)
+		return
+	}
+	if f.redirect != "" {
+		http.Redirect(w, r, f.redirect+r.URL.Path, http.StatusFound)
+		return
+	}
+	rest, ok := strings.CutPrefix(r.URL.Path, "/api/v1/namespaces/ns/pods/")
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	pod, path, _ := strings.Cut(rest, "/proxy")
+	h := f.pods[pod]
+	if h == nil {
+		http.NotFound(w, r)
+		return
+	}
+	r2 := r.Clone(r.Context())
+	r2.URL.Path = path
+	h.ServeHTTP(w, r2)
+}
+
+func startFakeAPIServer(t *testing.T, f *fakeAPIServer) *rest.Config {
+	t.Helper()
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	return &rest.Config{Host: srv.URL, BearerToken: "sekrit"}
+}
+
+// TestPodProxyKeepsCredentials: a replica read through the API server's
+// pod proxy answers with a redirect to another host; the user's token must
+// not follow it there.
+func TestPodProxyKeepsCredentials(t *testing.T) {
+	var leaked atomic.Value
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a := r.Header.Get("Authorization"); a != "" {
+			leaked.Store(a)
+		}
+		fmt.Fprint(w, "tinymod_messages_total{node=\"a\",port=\"in\",result=\"ok\"} 1\n")
+	}))
+	defer elsewhere.Close()
+	api := &fakeAPIServer{redirect: elsewhere.URL}
+	cfg := startFakeAPIServer(t, api)
+	rt, err := rest.TransportFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newReader(cfg, "ns", rt)
+	rep := ReplicaLiveness{Identity: "pod-1", Alive: true, MetricsAddr: closedAddr(t)}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	_, _ = r.get(ctx, rep, "/metrics")
+	cancel()
+	if a, _ := leaked.Load().(string); a != "" {
+		t.Errorf("a redirect from the pod proxy took the user's credentials to another host: %q", a)
+	}
+}
+
+// TestPodProxyPathIsThePods: an identity is a pod's name; one that is not
+// (a membership Lease anyone may write) must not lead the user's
+// credentials to another path of the API server.
+func TestPodProxyPathIsThePods(t *testing.T) {
+	api := &fakeAPIServer{pods: map[string]http.Handler{}}
+	cfg := startFakeAPIServer(t, api)
+	rt, err := rest.TransportFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newReader(cfg, "ns", rt)
+	port := closedAddr(t)
+	for _, id := range []string{"../../../../api/v1/namespaces/kube-system/secrets/x?", "a/b", "a%2Fb", "pod-1"} {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, _ = r.get(ctx, ReplicaLiveness{Identity: id, Alive: true, MetricsAddr: port}, "/metrics")
+		cancel()
+	}
+	api.mu.Lock()
+	defer api.mu.Unlock()
+	if len(api.paths) == 0 {
+		t.Error("pod-1 was not read through the pod proxy")
+	}
+	for _, p := range api.paths {
+		raw, path, _ := strings.Cut(p, "|")
+		if !strings.HasPrefix(path, "/api/v1/namespaces/ns/pods/") || strings.Count(strings.TrimPrefix(path, "/api/v1/namespaces/ns/pods/"), "/") != 2 || strings.Contains(raw+path, "..") {
+			t.Errorf("the pod proxy was asked for %q (raw %q)", path, raw)
+		}
+	}
+}
+
+// TestPodProxyWhenDirectHangs: in a cluster, a replica's pod address may
+// not answer from where tinymod ui runs; reading it directly must leave
+// time to read it through the pod proxy.
+func TestPodProxyWhenDirectHangs(t *testing.T) {
+	f := &fakeReplica{ring: &debugring.Ring{}}
+	direct := hangingAddr(t)
+	_, port, _ := net.SplitHostPort(direct)
+	api := &fakeAPIServer{pods: map[string]http.Handler{"pod-1:" + port: f}}
+	cfg := startFakeAPIServer(t, api)
+	h := runScraper(t, cfg, 200*time.Millisecond, ReplicaLiveness{Identity: "pod-1", Alive: true, MetricsAddr: direct})
+	f.ring.Add("d", json.RawMessage(`"hi"`))
+	got := collect(h, 2*time.Second)
+	counted := 0
+	for _, b := range got["rates"] {
+		var r Rates
+		if json.Unmarshal(b, &r) == nil && r.Nodes["a"].Messages > 0 {
+			counted++
+		}
+	}
+	if counted < 5 || len(got["debug"]) != 1 {
+		t.Errorf("through the pod proxy: %d rates events with traffic in 2 s at 200 ms (want at least 5), %d debug messages (want 1); %d reads", counted, len(got["debug"]), f.reads.Load())
+	}
+}
