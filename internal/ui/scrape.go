@@ -78,8 +78,12 @@ func Increase(before, now Readings) map[string]float64 {
 	return out
 }
 
+// maxParallelReads bounds how many replicas are read at once.
+const maxParallelReads = 32
+
 // scrape reads every live replica's metrics, health and debug messages
-// each interval.
+// each interval. Replicas are read at once, each within the interval, so
+// one that hangs delays no other.
 func (w *watcher) scrape(ctx context.Context) {
 	var (
 		before    Readings
@@ -107,15 +111,21 @@ func (w *watcher) scrape(ctx context.Context) {
 		lastAt = now
 		rates := Rates{At: now.UTC().Format(time.RFC3339Nano), Nodes: map[string]NodeRates{}, Ports: map[string]float64{}}
 		readings := Readings{}
+		listed := map[string]bool{}
+		var live []ReplicaLiveness
 		for _, rep := range replicas {
-			if !rep.Alive || rep.MetricsAddr == "" {
-				continue
+			listed[rep.Identity] = true
+			if rep.Alive && rep.MetricsAddr != "" {
+				live = append(live, rep)
 			}
-			one, cancel := context.WithTimeout(ctx, w.opts.Interval)
-			if values, err := r.counters(one, rep); err == nil {
-				readings[rep.Identity] = values
+		}
+		results := w.readAll(ctx, r, live, debugSeen)
+		for i, rep := range live {
+			res := results[i]
+			if res.counters != nil {
+				readings[rep.Identity] = res.counters
 			}
-			if h, err := r.health(one, rep); err == nil {
+			if h := res.health; h != nil {
 				for node, nh := range h.Nodes {
 					nr := rates.Nodes[node]
 					if nh.LastError != "" && (nr.LastErrorAt == "" || nh.LastErrorAt.UTC().Format(time.RFC3339Nano) > nr.LastErrorAt) {
@@ -124,7 +134,7 @@ func (w *watcher) scrape(ctx context.Context) {
 					rates.Nodes[node] = nr
 				}
 			}
-			if page, err := r.debug(one, rep, debugSeen[rep.Identity]); err == nil {
+			if page := res.debug; page != nil {
 				if page.Last < debugSeen[rep.Identity] {
 					debugSeen[rep.Identity] = 0 // the replica restarted
 				} else {
@@ -134,13 +144,61 @@ func (w *watcher) scrape(ctx context.Context) {
 					w.hub.publish("debug", DebugMessage{Node: e.Node, At: e.At.UTC().Format(time.RFC3339Nano), Replica: rep.Identity, Data: e.Data})
 				}
 			}
-			cancel()
+		}
+		// What is kept of replicas no longer listed goes.
+		for id := range debugSeen {
+			if !listed[id] {
+				delete(debugSeen, id)
+			}
 		}
 		r.forget(replicas)
 		addRates(&rates, Increase(before, readings), elapsed)
 		before = readings
 		w.hub.publish("rates", rates)
 	}
+}
+
+// readResult is what one replica served in one round; nil where reading
+// failed.
+type readResult struct {
+	counters map[string]float64
+	health   *replica.Health
+	debug    *debugring.Page
+}
+
+// readAll reads replicas in parallel, all within one interval.
+func (w *watcher) readAll(ctx context.Context, r *reader, replicas []ReplicaLiveness, debugSeen map[string]uint64) []readResult {
+	out := make([]readResult, len(replicas))
+	ctx, cancel := context.WithTimeout(ctx, w.opts.Interval)
+	defer cancel()
+	sem := make(chan struct{}, maxParallelReads)
+	var wg sync.WaitGroup
+	for i, rep := range replicas {
+		after := debugSeen[rep.Identity]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+				defer func() { <-sem }()
+			case <-ctx.Done():
+				return
+			}
+			var res readResult
+			if values, err := r.counters(ctx, rep); err == nil {
+				res.counters = values
+			}
+			if h, err := r.health(ctx, rep); err == nil {
+				res.health = h
+			}
+			if page, err := r.debug(ctx, rep, after); err == nil {
+				res.debug = page
+			}
+			out[i] = res
+		}()
+	}
+	wg.Wait()
+	return out
 }
 
 // addRates adds counters' increases over elapsed seconds to r: per node,

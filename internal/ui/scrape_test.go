@@ -134,6 +134,40 @@ func collect(h *hub, d time.Duration) map[string][][]byte {
 	}
 }
 
+// TestScrapeNotStalledByHangingReplicas: replicas are read at once, each
+// within the interval, so replicas that hang do not delay the others'
+// rates and debug messages.
+func TestScrapeNotStalledByHangingReplicas(t *testing.T) {
+	good, addr := newFakeReplica(t)
+	replicas := []ReplicaLiveness{{Identity: "good", Alive: true, MetricsAddr: addr}}
+	for i := range 5 {
+		replicas = append(replicas, ReplicaLiveness{Identity: fmt.Sprintf("hung-%d", i), Alive: true, MetricsAddr: hangingAddr(t)})
+	}
+	h := runScraper(t, nil, 200*time.Millisecond, replicas...)
+	go func() {
+		for i := range 20 {
+			time.Sleep(100 * time.Millisecond)
+			good.ring.Add("d", json.RawMessage(fmt.Sprint(i)))
+		}
+	}()
+	got := collect(h, 3*time.Second)
+	counted := 0
+	for _, b := range got["rates"] {
+		var r Rates
+		if json.Unmarshal(b, &r) == nil && r.Nodes["a"].Messages > 0 {
+			counted++
+		}
+	}
+	// 15 intervals; a round that waits for each hanging replica in turn
+	// takes 5 of them.
+	if counted < 8 {
+		t.Errorf("%d rates events with the good replica's traffic in 3 s at 200 ms, want at least 8 (%d rates events, %d reads)", counted, len(got["rates"]), good.reads.Load())
+	}
+	if len(got["debug"]) < 15 {
+		t.Errorf("%d of 20 debug messages within 3 s", len(got["debug"]))
+	}
+}
+
 // fakeAPIServer serves the pod proxy of the API server for the replicas
 // given by pod name and port, and records the paths asked for.
 type fakeAPIServer struct {
