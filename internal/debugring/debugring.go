@@ -5,6 +5,8 @@
 package debugring
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -28,6 +30,7 @@ type Ring struct {
 	mu      sync.Mutex
 	entries [Size]Entry
 	next    uint64 // the seq of the next entry; entries hold seqs [next-Size, next)
+	epoch   string // made on first use
 }
 
 // Default is the process's ring, which the debug component fills.
@@ -37,9 +40,7 @@ var Default = &Ring{next: 1}
 func (r *Ring) Add(node string, data json.RawMessage) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.next == 0 {
-		r.next = 1
-	}
+	r.init()
 	r.entries[r.next%Size] = Entry{Seq: r.next, Node: node, At: time.Now(), Data: data}
 	r.next++
 }
@@ -49,9 +50,42 @@ func (r *Ring) Add(node string, data json.RawMessage) {
 func (r *Ring) After(seq uint64) ([]Entry, uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.after(seq)
+}
+
+// Epoch names the ring: the ring of another process, whose seqs start
+// again at 1, has another.
+func (r *Ring) Epoch() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.init()
+	return r.epoch
+}
+
+// Page is the entries after seq, as Handler serves them.
+func (r *Ring) Page(seq uint64) Page {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	entries, last := r.after(seq)
+	if entries == nil {
+		entries = []Entry{}
+	}
+	return Page{Entries: entries, Last: last, Epoch: r.epoch}
+}
+
+func (r *Ring) init() {
 	if r.next == 0 {
 		r.next = 1
 	}
+	if r.epoch == "" {
+		b := make([]byte, 8)
+		_, _ = rand.Read(b)
+		r.epoch = hex.EncodeToString(b)
+	}
+}
+
+func (r *Ring) after(seq uint64) ([]Entry, uint64) {
+	r.init()
 	first := seq + 1
 	if r.next > Size && first < r.next-Size {
 		first = r.next - Size
@@ -74,17 +108,16 @@ type Page struct {
 	Entries []Entry `json:"entries"`
 	// Last is the seq to ask after next time.
 	Last uint64 `json:"last"`
+	// Epoch is the ring's (Ring.Epoch). When it changes, the process
+	// serving the ring was restarted and its seqs started again: ask after 0.
+	Epoch string `json:"epoch,omitempty"`
 }
 
 // Handler serves r's entries after ?after=SEQ as a Page.
 func Handler(r *Ring) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		after, _ := strconv.ParseUint(req.URL.Query().Get("after"), 10, 64)
-		entries, last := r.After(after)
-		if entries == nil {
-			entries = []Entry{}
-		}
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(Page{Entries: entries, Last: last})
+		_ = json.NewEncoder(w).Encode(r.Page(after))
 	})
 }

@@ -41,7 +41,22 @@ func TestHandler(t *testing.T) {
 	if err := json.Unmarshal(rec.Body.Bytes(), &p); err != nil {
 		t.Fatal(err)
 	}
-	if len(p.Entries) != 1 || p.Entries[0].Node != "d" || p.Last != 1 {
+	if len(p.Entries) != 1 || p.Entries[0].Node != "d" || p.Last != 1 || p.Epoch == "" || p.Epoch != r.Epoch() {
 		t.Errorf("page %+v", p)
+	}
+}
+
+// TestEpochTellsProcessesApart: each ring has its own epoch, the same for
+// as long as it lives, so a reader tells a restarted process's ring (seqs
+// from 1 again) from the one it read before.
+func TestEpochTellsProcessesApart(t *testing.T) {
+	a, b := &Ring{}, &Ring{}
+	ea := a.Epoch()
+	a.Add("x", json.RawMessage(`1`))
+	if ea == "" || a.Epoch() != ea || a.Page(0).Epoch != ea {
+		t.Errorf("epoch of a: %q, then %q, in its page %q", ea, a.Epoch(), a.Page(0).Epoch)
+	}
+	if b.Epoch() == ea {
+		t.Errorf("two rings share the epoch %q", ea)
 	}
 }

@@ -88,7 +88,7 @@ func (w *watcher) scrape(ctx context.Context) {
 	var (
 		before    Readings
 		lastAt    = time.Now()
-		debugSeen = map[string]uint64{}
+		debugSeen = map[string]debugCursor{}
 		transport http.RoundTripper
 	)
 	if rt, err := rest.TransportFor(w.opts.Config); err == nil {
@@ -135,11 +135,7 @@ func (w *watcher) scrape(ctx context.Context) {
 				}
 			}
 			if page := res.debug; page != nil {
-				if page.Last < debugSeen[rep.Identity] {
-					debugSeen[rep.Identity] = 0 // the replica restarted
-				} else {
-					debugSeen[rep.Identity] = page.Last
-				}
+				debugSeen[rep.Identity] = debugCursor{epoch: page.Epoch, last: page.Last}
 				for _, e := range page.Entries {
 					w.hub.publish("debug", DebugMessage{Node: e.Node, At: e.At.UTC().Format(time.RFC3339Nano), Replica: rep.Identity, Data: e.Data})
 				}
@@ -158,6 +154,12 @@ func (w *watcher) scrape(ctx context.Context) {
 	}
 }
 
+// debugCursor is where reading a replica's debug ring goes on from.
+type debugCursor struct {
+	epoch string
+	last  uint64
+}
+
 // readResult is what one replica served in one round; nil where reading
 // failed.
 type readResult struct {
@@ -167,7 +169,7 @@ type readResult struct {
 }
 
 // readAll reads replicas in parallel, all within one interval.
-func (w *watcher) readAll(ctx context.Context, r *reader, replicas []ReplicaLiveness, debugSeen map[string]uint64) []readResult {
+func (w *watcher) readAll(ctx context.Context, r *reader, replicas []ReplicaLiveness, debugSeen map[string]debugCursor) []readResult {
 	out := make([]readResult, len(replicas))
 	ctx, cancel := context.WithTimeout(ctx, w.opts.Interval)
 	defer cancel()
@@ -191,7 +193,13 @@ func (w *watcher) readAll(ctx context.Context, r *reader, replicas []ReplicaLive
 			if h, err := r.health(ctx, rep); err == nil {
 				res.health = h
 			}
-			if page, err := r.debug(ctx, rep, after); err == nil {
+			page, err := r.debug(ctx, rep, after.last)
+			if err == nil && after.last > 0 && (page.Epoch != after.epoch || page.Last < after.last) {
+				// Another process, whose seqs started again: all of its
+				// ring is new.
+				page, err = r.debug(ctx, rep, 0)
+			}
+			if err == nil {
 				res.debug = page
 			}
 			out[i] = res

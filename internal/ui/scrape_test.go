@@ -24,6 +24,8 @@ import (
 type fakeReplica struct {
 	ring  *debugring.Ring
 	reads atomic.Int64
+	// restarted, if set, is the ring of the process that replaced it.
+	restarted atomic.Pointer[debugring.Ring]
 }
 
 func (f *fakeReplica) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -34,7 +36,11 @@ func (f *fakeReplica) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case replica.HealthPath:
 		_ = json.NewEncoder(w).Encode(replica.Health{})
 	case debugring.Path:
-		debugring.Handler(f.ring).ServeHTTP(w, r)
+		ring := f.ring
+		if r := f.restarted.Load(); r != nil {
+			ring = r
+		}
+		debugring.Handler(ring).ServeHTTP(w, r)
 	default:
 		http.NotFound(w, r)
 	}
@@ -292,5 +298,29 @@ func TestPodProxyWhenDirectHangs(t *testing.T) {
 	}
 	if counted < 5 || len(got["debug"]) != 1 {
 		t.Errorf("through the pod proxy: %d rates events with traffic in 2 s at 200 ms (want at least 5), %d debug messages (want 1); %d reads", counted, len(got["debug"]), f.reads.Load())
+	}
+}
+
+// TestDebugAfterAReplicaRestarts: a restarted replica's ring numbers its
+// messages from 1 again; none of them may be lost because the cursor of
+// the process before was further on.
+func TestDebugAfterAReplicaRestarts(t *testing.T) {
+	f, addr := newFakeReplica(t)
+	for i := range 10 {
+		f.ring.Add("d", json.RawMessage(fmt.Sprint(i)))
+	}
+	h := runScraper(t, nil, 100*time.Millisecond, ReplicaLiveness{Identity: "r", Alive: true, MetricsAddr: addr})
+	if got := collect(h, time.Second)["debug"]; len(got) != 10 {
+		t.Fatalf("%d debug messages before the restart, want 10", len(got))
+	}
+	// The new process handled 15 messages before it was read again.
+	next := &debugring.Ring{}
+	for i := range 15 {
+		next.Add("d", json.RawMessage(fmt.Sprintf(`"new %d"`, i)))
+	}
+	f.restarted.Store(next)
+	got := collect(h, time.Second)["debug"]
+	if len(got) != 15 {
+		t.Errorf("%d debug messages after the restart, want the new process's 15: %s", len(got), got)
 	}
 }
