@@ -30,6 +30,18 @@ type Destroyer interface {
 	Destroy()
 }
 
+// LeaderWriter is implemented by a component whose status metadata writes
+// go through the leader from every replica. On a reader,
+// output(ctx, v1alpha1.ReconcilePort, fn) then sends fn's change of the
+// metadata to the leader and returns once the leader has written it (or
+// failed to), retrying across a change of leader for up to 15 s; without
+// it, a reader's metadata writes do nothing. A forwarded change is a set
+// of keys to set and keys to delete, applied to the leader's copy: writes
+// of different keys from different replicas do not overwrite each other.
+type LeaderWriter interface {
+	WritesThroughLeader() bool
+}
+
 // ComponentInfo describes a component.
 type ComponentInfo struct {
 	// Name is how TinyNode.spec.component names the component.

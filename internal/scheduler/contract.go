@@ -42,7 +42,13 @@ func (inst *instance) deleted() {
 	}
 }
 
-func contractOf(c module.Component) Contract { return contract.Of(c) }
+func contractOf(c module.Component) Contract {
+	k := contract.Of(c)
+	if w, ok := c.(module.LeaderWriter); ok && w.WritesThroughLeader() {
+		k.ForwardMetadata = true
+	}
+	return k
+}
 
 // MetadataPort is where a reader's forwarded metadata writes arrive on the
 // leader. It is not a component's port: messages to it from anything but the
