@@ -5,17 +5,24 @@
 package debugring
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Size is how many entries a ring keeps.
 const Size = 256
+
+// MaxData is how many bytes of a message's JSON an entry keeps at most.
+const MaxData = 16 << 10
 
 // Entry is one message a debug node received.
 type Entry struct {
@@ -36,8 +43,10 @@ type Ring struct {
 // Default is the process's ring, which the debug component fills.
 var Default = &Ring{next: 1}
 
-// Add records a message node received.
+// Add records a message node received, at most MaxData bytes of it (see
+// Bound).
 func (r *Ring) Add(node string, data json.RawMessage) {
+	data = Bound(data)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.init()
@@ -98,6 +107,28 @@ func (r *Ring) after(seq uint64) ([]Entry, uint64) {
 		out = append(out, r.entries[s%Size])
 	}
 	return out, r.next - 1
+}
+
+// Bound returns data as it is when it is JSON of at most MaxData bytes,
+// else a JSON string of its beginning that says how big it was.
+func Bound(data json.RawMessage) json.RawMessage {
+	if len(data) <= MaxData && json.Valid(data) {
+		return data
+	}
+	// Escaping at most doubles the beginning kept (no HTML escapes).
+	n := min(len(data), MaxData/2-64)
+	for n > 0 && n < len(data) && !utf8.RuneStart(data[n]) {
+		n--
+	}
+	text := strings.ToValidUTF8(string(data[:n]), "\uFFFD")
+	if n < len(data) {
+		text += fmt.Sprintf("… (%d bytes)", len(data))
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(text)
+	return json.RawMessage(bytes.TrimSpace(b.Bytes()))
 }
 
 // Path is where replicas serve their ring, on the metrics address.

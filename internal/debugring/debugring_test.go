@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
@@ -58,5 +59,34 @@ func TestEpochTellsProcessesApart(t *testing.T) {
 	}
 	if b.Epoch() == ea {
 		t.Errorf("two rings share the epoch %q", ea)
+	}
+}
+
+// TestAddBoundsData: a debug node may receive messages of any size; the
+// ring keeps at most MaxData bytes of each, as a JSON string that says how
+// big it was, so that 256 big messages do not fill a replica's memory.
+func TestAddBoundsData(t *testing.T) {
+	r := &Ring{}
+	big := json.RawMessage(`{"blob":"` + strings.Repeat("x", 1<<20) + `"}`)
+	r.Add("d", big)
+	r.Add("d", json.RawMessage(`{"small":true}`))
+	got, _ := r.After(0)
+	if n := len(got[0].Data); n > MaxData+100 {
+		t.Errorf("a 1 MiB message is kept as %d bytes", n)
+	}
+	var s string
+	if err := json.Unmarshal(got[0].Data, &s); err != nil || !strings.HasPrefix(s, `{"blob":"xxx`) || !strings.Contains(s, "1048587 bytes") {
+		t.Errorf("a bounded message is not a JSON string that begins as it did and says its size: %.200s (%v)", got[0].Data, err)
+	}
+	if string(got[1].Data) != `{"small":true}` {
+		t.Errorf("a small message changed: %s", got[1].Data)
+	}
+	// What is not JSON is kept as a string, so that the page is JSON.
+	r.Add("d", json.RawMessage(`not json`))
+	rec := httptest.NewRecorder()
+	Handler(r).ServeHTTP(rec, httptest.NewRequest("GET", Path+"?after=2", nil))
+	var p Page
+	if err := json.Unmarshal(rec.Body.Bytes(), &p); err != nil || len(p.Entries) != 1 || string(p.Entries[0].Data) != `"not json"` {
+		t.Errorf("a page with a message that is not JSON: %s (%v)", rec.Body, err)
 	}
 }

@@ -1,8 +1,11 @@
 package ui
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -323,16 +326,22 @@ func (r *reader) proxyURL(rep ReplicaLiveness, path string) string {
 	return fmt.Sprintf("%s/api/v1/namespaces/%s/pods/%s:%s/proxy%s", strings.TrimRight(base.String(), "/"), url.PathEscape(r.namespace), rep.Identity, port, path)
 }
 
-// get reads path from rep within ctx: by the way that worked last for it,
-// else directly with half the time left and then through the pod proxy.
-func (r *reader) get(ctx context.Context, rep ReplicaLiveness, path string) ([]byte, error) {
+// get asks rep for path within ctx, by the way that worked last for it,
+// else directly with half the time left and then through the pod proxy,
+// and has read take the body of its answer.
+func (r *reader) get(ctx context.Context, rep ReplicaLiveness, path string, read func(io.Reader) error) error {
 	key := routeKey(rep)
 	r.mu.Lock()
 	known := r.routes[key]
 	r.mu.Unlock()
 	proxied := r.proxyURL(rep, path)
 	if known == routeProxy && proxied != "" {
-		return fetch(ctx, r.proxy, proxied)
+		resp, err := fetch(ctx, r.proxy, proxied)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		return read(resp.Body)
 	}
 	dctx := ctx
 	if known == routeUnknown && proxied != "" {
@@ -344,20 +353,22 @@ func (r *reader) get(ctx context.Context, rep ReplicaLiveness, path string) ([]b
 		dctx, cancel = context.WithTimeout(ctx, share)
 		defer cancel()
 	}
-	body, derr := fetch(dctx, r.direct, "http://"+rep.MetricsAddr+path)
+	resp, derr := fetch(dctx, r.direct, "http://"+rep.MetricsAddr+path)
 	if derr == nil {
+		defer resp.Body.Close()
 		r.remember(key, routeDirect)
-		return body, nil
+		return read(resp.Body)
 	}
 	if proxied == "" || ctx.Err() != nil {
-		return nil, derr
+		return derr
 	}
-	body, perr := fetch(ctx, r.proxy, proxied)
+	resp, perr := fetch(ctx, r.proxy, proxied)
 	if perr != nil {
-		return nil, fmt.Errorf("%v; through the pod proxy: %w", derr, perr)
+		return fmt.Errorf("%v; through the pod proxy: %w", derr, perr)
 	}
+	defer resp.Body.Close()
 	r.remember(key, routeProxy)
-	return body, nil
+	return read(resp.Body)
 }
 
 func (r *reader) remember(key string, rt route) {
@@ -366,7 +377,9 @@ func (r *reader) remember(key string, rt route) {
 	r.mu.Unlock()
 }
 
-func fetch(ctx context.Context, c *http.Client, url string) ([]byte, error) {
+// fetch asks for url; an answer other than 200 is an error. The caller
+// closes the body of the answer.
+func fetch(ctx context.Context, c *http.Client, url string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
@@ -375,30 +388,102 @@ func fetch(ctx context.Context, c *http.Client, url string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
 		return nil, fmt.Errorf("%s: %s", url, resp.Status)
 	}
-	return io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	return resp, nil
+}
+
+// Bounds of what is read from a replica: more is an error, never a
+// reading cut short.
+const (
+	maxMetricsBody = 64 << 20 // streamed through, keeping tinymod's counters
+	maxMetricsLine = 64 << 10
+	maxJSONBody    = 16 << 20 // health, and a page of debug messages
+)
+
+var errTooBig = errors.New("the answer is bigger than tinymod ui reads")
+
+// limited reads at most n bytes of r and then fails with errTooBig.
+type limited struct {
+	r io.Reader
+	n int64
+}
+
+func (l *limited) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, errTooBig
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
+}
+
+// readJSON decodes one JSON value of at most maxJSONBody bytes into v.
+func readJSON(v any) func(io.Reader) error {
+	return func(body io.Reader) error {
+		return json.NewDecoder(&limited{r: body, n: maxJSONBody}).Decode(v)
+	}
 }
 
 // counters reads tinymod_messages_total by node, port and result.
 func (r *reader) counters(ctx context.Context, rep ReplicaLiveness) (map[string]float64, error) {
-	body, err := r.get(ctx, rep, "/metrics")
-	if err != nil {
+	var out map[string]float64
+	err := r.get(ctx, rep, "/metrics", func(body io.Reader) error {
+		var err error
+		out, err = readMessages(body)
+		return err
+	})
+	return out, err
+}
+
+// messagesFamily is the family of counters the page's rates come from.
+const messagesFamily = "tinymod_messages_total"
+
+// readMessages reads the text exposition format as it streams, keeping
+// only the lines of messagesFamily, and parses those.
+func readMessages(body io.Reader) (map[string]float64, error) {
+	sc := bufio.NewScanner(&limited{r: body, n: maxMetricsBody})
+	sc.Buffer(make([]byte, 0, 4096), maxMetricsLine)
+	var kept bytes.Buffer
+	for sc.Scan() {
+		line := bytes.TrimLeft(sc.Bytes(), " \t")
+		if ours(line) {
+			kept.Write(line)
+			kept.WriteByte('\n')
+		}
+	}
+	if err := sc.Err(); err != nil {
 		return nil, err
 	}
-	return parseMessages(body)
+	return parseMessages(kept.Bytes())
+}
+
+// ours says whether a line of the exposition format is of messagesFamily:
+// a sample, or its HELP or TYPE.
+func ours(line []byte) bool {
+	if rest, ok := bytes.CutPrefix(line, []byte(messagesFamily)); ok {
+		return len(rest) == 0 || rest[0] == '{' || rest[0] == ' ' || rest[0] == '\t'
+	}
+	if rest, ok := bytes.CutPrefix(line, []byte("#")); ok {
+		f := bytes.Fields(rest)
+		return len(f) >= 2 && (string(f[0]) == "HELP" || string(f[0]) == "TYPE") && string(f[1]) == messagesFamily
+	}
+	return false
 }
 
 func parseMessages(body []byte) (map[string]float64, error) {
 	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(strings.NewReader(string(body)))
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]float64{}
-	f := families["tinymod_messages_total"]
+	f := families[messagesFamily]
 	if f == nil {
 		return out, nil
 	}
@@ -418,19 +503,30 @@ func labelOf(m *dto.Metric, name string) string {
 }
 
 func (r *reader) health(ctx context.Context, rep ReplicaLiveness) (*replica.Health, error) {
-	body, err := r.get(ctx, rep, replica.HealthPath)
-	if err != nil {
+	var h replica.Health
+	if err := r.get(ctx, rep, replica.HealthPath, readJSON(&h)); err != nil {
 		return nil, err
 	}
-	var h replica.Health
-	return &h, json.Unmarshal(body, &h)
+	return &h, nil
 }
 
+// debug reads the debug messages rep has after seq: only those, at most
+// a ring's worth, each bounded as a ring bounds it.
 func (r *reader) debug(ctx context.Context, rep ReplicaLiveness, after uint64) (*debugring.Page, error) {
-	body, err := r.get(ctx, rep, fmt.Sprintf("%s?after=%d", debugring.Path, after))
-	if err != nil {
+	var p debugring.Page
+	if err := r.get(ctx, rep, fmt.Sprintf("%s?after=%d", debugring.Path, after), readJSON(&p)); err != nil {
 		return nil, err
 	}
-	var p debugring.Page
-	return &p, json.Unmarshal(body, &p)
+	kept := p.Entries[:0]
+	for _, e := range p.Entries {
+		if e.Seq > after && e.Seq <= p.Last {
+			e.Data = debugring.Bound(e.Data)
+			kept = append(kept, e)
+		}
+	}
+	if len(kept) > debugring.Size {
+		kept = kept[len(kept)-debugring.Size:]
+	}
+	p.Entries = kept
+	return &p, nil
 }

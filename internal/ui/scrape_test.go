@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -240,7 +241,7 @@ func TestPodProxyKeepsCredentials(t *testing.T) {
 	r := newReader(cfg, "ns", rt)
 	rep := ReplicaLiveness{Identity: "pod-1", Alive: true, MetricsAddr: closedAddr(t)}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	_, _ = r.get(ctx, rep, "/metrics")
+	_, _ = r.counters(ctx, rep)
 	cancel()
 	if a, _ := leaked.Load().(string); a != "" {
 		t.Errorf("a redirect from the pod proxy took the user's credentials to another host: %q", a)
@@ -261,7 +262,7 @@ func TestPodProxyPathIsThePods(t *testing.T) {
 	port := closedAddr(t)
 	for _, id := range []string{"../../../../api/v1/namespaces/kube-system/secrets/x?", "a/b", "a%2Fb", "pod-1"} {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, _ = r.get(ctx, ReplicaLiveness{Identity: id, Alive: true, MetricsAddr: port}, "/metrics")
+		_, _ = r.counters(ctx, ReplicaLiveness{Identity: id, Alive: true, MetricsAddr: port})
 		cancel()
 	}
 	api.mu.Lock()
@@ -322,5 +323,66 @@ func TestDebugAfterAReplicaRestarts(t *testing.T) {
 	got := collect(h, time.Second)["debug"]
 	if len(got) != 15 {
 		t.Errorf("%d debug messages after the restart, want the new process's 15: %s", len(got), got)
+	}
+}
+
+// endless serves a body that never ends: metric lines of another program.
+type endless struct{}
+
+func (endless) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	line := []byte("other_program_metric{label=\"some value\"} 12345\n")
+	for r.Context().Err() == nil {
+		if _, err := w.Write(line); err != nil {
+			return
+		}
+	}
+}
+
+// TestHugeMetricsAreNotHeld: a replica's /metrics is read as it streams,
+// keeping only tinymod's counters, and one that goes on past the bound is
+// an error, not a partial reading (whose series would come and go and
+// count as traffic each time they came back).
+func TestHugeMetricsAreNotHeld(t *testing.T) {
+	srv := httptest.NewServer(endless{})
+	defer srv.Close()
+	r := newReader(&rest.Config{Host: "http://" + closedAddr(t)}, "ns", nil)
+	rep := ReplicaLiveness{Identity: "r", Alive: true, MetricsAddr: strings.TrimPrefix(srv.URL, "http://")}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := r.counters(ctx, rep)
+	runtime.ReadMemStats(&after)
+	if err == nil {
+		t.Error("an endless /metrics was read as counters")
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 32<<20 {
+		t.Errorf("reading an endless /metrics allocated %d MiB", alloc>>20)
+	}
+}
+
+// TestHugeDebugMessagesAreBounded: a replica (of another version, or
+// another program) may serve debug messages of any size; the page is sent,
+// and the server keeps, at most debugring.MaxData bytes of each.
+func TestHugeDebugMessagesAreBounded(t *testing.T) {
+	page := debugring.Page{Entries: []debugring.Entry{{Seq: 1, Node: "d", Data: json.RawMessage(`"` + strings.Repeat("x", 1<<20) + `"`)}}, Last: 1}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == debugring.Path {
+			_ = json.NewEncoder(w).Encode(page)
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	defer srv.Close()
+	h := runScraper(t, nil, time.Second, ReplicaLiveness{Identity: "r", Alive: true, MetricsAddr: strings.TrimPrefix(srv.URL, "http://")})
+	got := collect(h, 3500*time.Millisecond)["debug"]
+	if len(got) != 1 {
+		t.Errorf("%d debug messages, want 1", len(got))
+	}
+	if len(got) > 0 && len(got[0]) > debugring.MaxData+200 {
+		t.Errorf("a 1 MiB debug message was sent on as %d bytes", len(got[0]))
+	}
+	if _, _, kept := h.latest(); len(kept) > 0 && len(kept[0].Data) > debugring.MaxData+100 {
+		t.Errorf("the hub keeps %d messages, the first of %d bytes", len(kept), len(kept[0].Data))
 	}
 }
