@@ -1,6 +1,9 @@
 package cli
 
-import "testing"
+import (
+	"runtime/debug"
+	"testing"
+)
 
 func TestModuleAddr(t *testing.T) {
 	cases := []struct {
@@ -24,5 +27,19 @@ func TestLoopback(t *testing.T) {
 		if got := loopback(addr); got != want {
 			t.Errorf("loopback(%q) = %v", addr, got)
 		}
+	}
+}
+
+// TestGCPercent: a replica collects at DefaultGCPercent unless GOGC says.
+func TestGCPercent(t *testing.T) {
+	prev := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(prev)
+	setGCPercent(func(string) string { return "200" })
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("with GOGC set: %d, want it left alone", got)
+	}
+	setGCPercent(func(string) string { return "" })
+	if got := debug.SetGCPercent(100); got != DefaultGCPercent {
+		t.Errorf("without GOGC: %d, want %d", got, DefaultGCPercent)
 	}
 }
