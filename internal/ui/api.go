@@ -37,12 +37,14 @@ func (s *Server) routes(mux *http.ServeMux) {
 }
 
 func (s *Server) state(w http.ResponseWriter, r *http.Request) {
-	snap, err := s.snapshot(r.Context())
+	leadership, rates, debug := s.hub.latest()
+	body, err := s.snapshot(r.Context(), leadership, rates, debug, func(snap *Snapshot) ([]byte, error) { return json.Marshal(snap) })
 	if err != nil {
 		writeAPIError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, snap)
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(body)
 }
 
 // apiError is what the page shows of a refused request.

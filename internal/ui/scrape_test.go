@@ -123,18 +123,19 @@ func runScraper(t *testing.T, cfg *rest.Config, interval time.Duration, replicas
 
 // collect gathers the events of a hub for d.
 func collect(h *hub, d time.Duration) map[string][][]byte {
-	ch := h.subscribe()
-	defer h.unsubscribe(ch)
+	sub, _, _, _ := h.subscribe()
+	defer h.unsubscribe(sub)
 	out := map[string][][]byte{}
 	deadline := time.After(d)
 	for {
 		select {
-		case f, ok := <-ch:
-			if !ok {
-				return out
+		case <-sub.wake:
+			for _, f := range h.take(sub) {
+				name, data, _ := strings.Cut(strings.TrimPrefix(string(f), "event: "), "\ndata: ")
+				out[name] = append(out[name], []byte(strings.TrimSpace(data)))
 			}
-			name, data, _ := strings.Cut(strings.TrimPrefix(string(f), "event: "), "\ndata: ")
-			out[name] = append(out[name], []byte(strings.TrimSpace(data)))
+		case <-sub.done:
+			return out
 		case <-deadline:
 			return out
 		}

@@ -73,6 +73,8 @@ type Server struct {
 	hub   *hub
 	w     *watcher
 	ln    net.Listener
+	// snapshots holds a token for each snapshot being read.
+	snapshots chan struct{}
 }
 
 // New checks the options, listens, and returns the server; Run serves.
@@ -119,7 +121,7 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ui: %w", err)
 	}
-	return &Server{opts: opts, token: hex.EncodeToString(b), c: c, hub: h, w: w, ln: ln}, nil
+	return &Server{opts: opts, token: hex.EncodeToString(b), c: c, hub: h, w: w, ln: ln, snapshots: make(chan struct{}, maxSnapshots)}, nil
 }
 
 // URL is the page's address.

@@ -277,11 +277,24 @@ func slicesSorted(keys func(func(string) bool)) []string {
 	return out
 }
 
-// snapshot reads everything a page starts from.
-func (s *Server) snapshot(ctx context.Context) (*Snapshot, error) {
+// maxSnapshots bounds how many snapshots are read at once: each copies
+// every object of the namespace, and hundreds of pages may ask at once
+// (the server restarted, a network came back).
+const maxSnapshots = 4
+
+// snapshot reads everything a page starts from, the objects from the
+// cache and the rest as the hub had it (see hub.subscribe), and returns it
+// encoded: at most maxSnapshots are read and encoded at once.
+func (s *Server) snapshot(ctx context.Context, leadership Leadership, rates Rates, debug []DebugMessage, encode func(*Snapshot) ([]byte, error)) ([]byte, error) {
 	w := s.w
 	if !w.cache.WaitForCacheSync(ctx) {
 		return nil, fmt.Errorf("ui: the watches have not started: %w", ctx.Err())
+	}
+	select {
+	case s.snapshots <- struct{}{}:
+		defer func() { <-s.snapshots }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 	snap := &Snapshot{Namespace: s.opts.Namespace, Exposed: s.opts.Expose}
 	lists := []client.ObjectList{&v1alpha1.TinyNodeList{}, &v1alpha1.TinyModuleList{}, &v1alpha1.TinyFlowList{}, &v1alpha1.TinySignalList{}}
@@ -298,11 +311,11 @@ func (s *Server) snapshot(ctx context.Context) (*Snapshot, error) {
 	snap.Modules = lists[1].(*v1alpha1.TinyModuleList).Items
 	snap.Flows = lists[2].(*v1alpha1.TinyFlowList).Items
 	snap.Signals = lists[3].(*v1alpha1.TinySignalList).Items
-	snap.Leadership, snap.Rates, snap.Debug = s.hub.latest()
+	snap.Leadership, snap.Rates, snap.Debug = leadership, rates, debug
 	if snap.Leadership.Modules == nil {
 		if l, err := w.leadership(ctx, time.Now()); err == nil {
 			snap.Leadership = l
 		}
 	}
-	return snap, nil
+	return encode(snap)
 }
