@@ -146,6 +146,7 @@ func (c *Component) Handle(ctx context.Context, output module.Handler, port stri
 }
 
 func (c *Component) configure(s Settings) error {
+	s.Method = strings.ToUpper(s.Method)
 	if s.Method == "" {
 		s.Method = DefaultMethod
 	}
@@ -242,11 +243,14 @@ func (c *Component) do(ctx context.Context, r Request) (Response, error) {
 			req.Header.Set("Content-Type", "application/json")
 		}
 	}
-	for k, v := range s.Headers {
-		req.Header.Set(k, v)
-	}
-	for k, v := range r.Headers {
-		req.Header.Set(k, v)
+	for _, h := range []map[string]string{s.Headers, r.Headers} {
+		for k, v := range h {
+			if strings.EqualFold(k, "Host") {
+				req.Host = v // Go sends req.Host, never a Host header
+				continue
+			}
+			req.Header.Set(k, v)
+		}
 	}
 	// The receiver's spans, if it traces, become children of this message's.
 	otel.GetTextMapPropagator().Inject(ctx, propagation.HeaderCarrier(req.Header))

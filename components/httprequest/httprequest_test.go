@@ -108,14 +108,14 @@ func TestRequestOverridesSettings(t *testing.T) {
 		w.WriteHeader(http.StatusCreated)
 		io.WriteString(w, `{"not":"decoded"}`)
 	})
-	f := flow(t, map[string]any{"method": "PUT", "url": "http://127.0.0.1:1/never", "headers": map[string]string{"X-A": "settings", "X-B": "settings"}, "body": "default body"})
-	res := f.Send("h.request", map[string]any{"method": "post", "url": srv.URL + "/p", "headers": map[string]string{"X-B": "request"}, "body": map[string]any{"k": []int{1, 2}}})
+	f := flow(t, map[string]any{"method": "put", "url": "http://127.0.0.1:1/never", "headers": map[string]string{"X-A": "settings", "x-b": "settings"}, "body": "default body"})
+	res := f.Send("h.request", map[string]any{"method": "post", "url": srv.URL + "/p", "headers": map[string]string{"X-B": "request", "host": "virtual.example"}, "body": map[string]any{"k": []int{1, 2}}})
 	resp, ok := res.(httprequest.Response)
 	if !ok || resp.Status != http.StatusCreated || resp.JSON != nil {
 		t.Fatalf("result %#v: want 201 with no json (text/plain)", res)
 	}
 	r, body := got.last(t)
-	if r.Method != "POST" || r.URL.Path != "/p" || r.Header.Get("X-A") != "settings" || r.Header.Get("X-B") != "request" {
+	if r.Method != "POST" || r.URL.Path != "/p" || r.Header.Get("X-A") != "settings" || r.Header.Get("X-B") != "request" || r.Host != "virtual.example" {
 		t.Errorf("the server got %s %s %v", r.Method, r.URL, r.Header)
 	}
 	if body != `{"k":[1,2]}` || r.Header.Get("Content-Type") != "application/json" {
