@@ -18,6 +18,9 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+
 	"github.com/tinymod/tinymod/api/v1alpha1"
 	"github.com/tinymod/tinymod/module"
 	"github.com/tinymod/tinymod/pkg/utils"
@@ -238,6 +241,9 @@ func (c *Component) serve(w http.ResponseWriter, r *http.Request) {
 		req.Headers[k] = r.Header.Get(k)
 	}
 	timeout, _ := time.ParseDuration(s.Timeout)
+	// A caller that traces (W3C traceparent) has the flow's spans as its
+	// children; with tracing off the propagator reads nothing.
+	base = otel.GetTextMapPropagator().Extract(base, propagation.HeaderCarrier(r.Header))
 	ctx, cancel := context.WithTimeout(base, timeout)
 	defer cancel()
 	stop := context.AfterFunc(r.Context(), cancel) // the client went away
