@@ -373,15 +373,21 @@ func (s *Scheduler) LeadershipChanged() {
 	}
 	s.mu.RUnlock()
 	for _, inst := range all {
-		inst.mu.RLock()
-		node := inst.node
-		inst.mu.RUnlock()
-		if node == nil {
-			continue
-		}
 		go func() {
-			inst.deliverSystem(v1alpha1.ReconcilePort, node.DeepCopy())
-			inst.refreshSoon() // the ports may follow what the component did
+			// In turn with updates, and with the node as it is then: a copy
+			// read before an update delivered a newer one would take the
+			// component back in time.
+			inst.updateMu.Lock()
+			inst.mu.RLock()
+			node := inst.node
+			inst.mu.RUnlock()
+			if node != nil && inst.ctx.Err() == nil {
+				inst.deliverSystem(v1alpha1.ReconcilePort, node.DeepCopy())
+			}
+			inst.updateMu.Unlock()
+			if node != nil {
+				inst.refreshSoon() // the ports may follow what the component did
+			}
 		}()
 	}
 }
