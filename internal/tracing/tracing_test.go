@@ -1,9 +1,15 @@
 package tracing
 
 import (
+	"bytes"
 	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"testing"
+	"time"
 
+	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
@@ -56,5 +62,44 @@ func TestInjectExtract(t *testing.T) {
 	defer child.End()
 	if child.SpanContext().TraceID() != span.SpanContext().TraceID() {
 		t.Error("the extracted context does not continue the trace")
+	}
+}
+
+// TestSetupExportsOverOTLP: with an endpoint in the environment, spans
+// reach it over OTLP/HTTP, with the replica's service name.
+func TestSetupExportsOverOTLP(t *testing.T) {
+	got := make(chan []byte, 10)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if r.URL.Path == "/v1/traces" {
+			got <- body
+		}
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", srv.URL)
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+	t.Setenv("OTEL_SERVICE_NAME", "")
+	prevTP, prevProp := otel.GetTracerProvider(), otel.GetTextMapPropagator()
+	defer func() { otel.SetTracerProvider(prevTP); otel.SetTextMapPropagator(prevProp) }()
+	tp, err := Setup(context.Background(), "mymodule", "replica-0")
+	if err != nil || tp == nil {
+		t.Fatalf("Setup: %v, %v", tp, err)
+	}
+	_, span := otel.Tracer("t").Start(context.Background(), "delivery")
+	span.End()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := tp.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case body := <-got:
+		if !bytes.Contains(body, []byte("delivery")) || !bytes.Contains(body, []byte("mymodule")) || !bytes.Contains(body, []byte("replica-0")) {
+			t.Errorf("export without the span or the replica's names: %q", body)
+		}
+	default:
+		t.Fatal("no export reached the endpoint")
 	}
 }
