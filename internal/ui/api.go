@@ -87,8 +87,19 @@ func writeAPIError(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusRequestEntityTooLarge, "RequestEntityTooLarge", tooLarge.Error())
 		return
 	}
+	var unavailable unavailableError
+	if errors.As(err, &unavailable) {
+		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", unavailable.Error())
+		return
+	}
 	writeError(w, http.StatusInternalServerError, "InternalError", err.Error())
 }
+
+// unavailableError is a failure of the API server to answer, not of the
+// request; a refusal it wraps is passed on as such.
+type unavailableError struct{ error }
+
+func (e unavailableError) Unwrap() error { return e.error }
 
 type badRequest struct{ error }
 

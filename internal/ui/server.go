@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -75,6 +76,7 @@ type Server struct {
 	ln    net.Listener
 	// snapshots holds a token for each snapshot being read.
 	snapshots chan struct{}
+	ran       atomic.Bool
 }
 
 // New checks the options, listens, and returns the server; Run serves.
@@ -134,28 +136,50 @@ func (s *Server) URL() string {
 	return "http://" + net.JoinHostPort(host, fmt.Sprint(addr.Port)) + "/"
 }
 
-// Run watches and serves until ctx ends, or until watching or serving fails.
+// Run watches and serves until ctx ends (it then returns nil), or until
+// watching or serving fails. It returns once all it started has ended:
+// requests, watches, the reading of replicas, and the listener is closed.
+// A Server runs once.
 func (s *Server) Run(ctx context.Context) error {
+	if !s.ran.CompareAndSwap(false, true) {
+		return errors.New("ui: a Server runs once; make another with New")
+	}
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		// Requests end with Run, even one waiting for the watches to sync.
+		BaseContext: func(net.Listener) context.Context { return ctx }}
 	watchErr := make(chan error, 1)
 	serveErr := make(chan error, 1)
 	go func() { watchErr <- s.w.run(ctx) }()
 	go func() { serveErr <- srv.Serve(s.ln) }()
 	var err error
+	watching, serving := true, true
 	select {
 	case <-ctx.Done():
 	case err = <-watchErr:
+		watching = false
 	case err = <-serveErr:
+		serving = false
 	}
 	cancel()
 	s.hub.closeAll() // event streams never end by themselves
 	shutdown, stop := context.WithTimeout(context.Background(), 2*time.Second)
 	defer stop()
-	_ = srv.Shutdown(shutdown)
-	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
+	if srv.Shutdown(shutdown) != nil {
+		_ = srv.Close()
+	}
+	if serving {
+		<-serveErr
+	}
+	if watching {
+		if e := <-watchErr; err == nil {
+			err = e
+		}
+	}
+	if errors.Is(err, http.ErrServerClosed) || parent.Err() != nil {
+		return nil
 	}
 	return err
 }

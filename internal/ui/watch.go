@@ -2,11 +2,13 @@ package ui
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"reflect"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -73,20 +75,93 @@ type watcher struct {
 
 	mu       sync.Mutex
 	replicas []ReplicaLiveness // last computed, for the scraper
+
+	failure atomic.Pointer[watchFailure] // the last failure of a watch
+}
+
+// watchFailure is a watch's list or watch that failed, and when.
+type watchFailure struct {
+	err error
+	at  time.Time
 }
 
 func newWatcher(opts Options, h *hub) (*watcher, error) {
+	w := &watcher{opts: opts, hub: h}
 	c, err := cache.New(opts.Config, cache.Options{
-		Scheme:            replica.Scheme(),
-		DefaultNamespaces: map[string]cache.Config{opts.Namespace: {}},
+		Scheme:                   replica.Scheme(),
+		DefaultNamespaces:        map[string]cache.Config{opts.Namespace: {}},
+		DefaultWatchErrorHandler: w.watchError,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ui: %w", err)
 	}
-	return &watcher{opts: opts, hub: h, cache: c}, nil
+	w.cache = c
+	return w, nil
 }
 
-func (w *watcher) run(ctx context.Context) error {
+// watchError records a failed list or watch (which the informer retries),
+// for a page that waits for the watches to sync to learn why they do not.
+func (w *watcher) watchError(ctx context.Context, r *toolscache.Reflector, err error) {
+	w.failure.Store(&watchFailure{err: err, at: time.Now()})
+	toolscache.DefaultWatchErrorHandler(ctx, r, err)
+}
+
+// How long a page waits for the watches to sync while one of them fails,
+// and for how long a failure counts as current (informers retry at least
+// every 30 s).
+const (
+	syncGrace     = 3 * time.Second
+	failureFresh  = time.Minute
+	syncPollEvery = 250 * time.Millisecond
+)
+
+// waitForSync waits until the watches have listed everything once. While
+// one of them keeps failing (a kind the user may not list, a missing CRD)
+// it gives up after syncGrace with that failure.
+func (w *watcher) waitForSync(ctx context.Context) error {
+	start := time.Now()
+	for {
+		poll, cancel := context.WithTimeout(ctx, syncPollEvery)
+		ok := w.cache.WaitForCacheSync(poll)
+		cancel()
+		if ok {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("ui: the watches have not synced: %w", ctx.Err())
+		}
+		if f := w.failure.Load(); f != nil && time.Since(start) > syncGrace && time.Since(f.at) < failureFresh {
+			return unavailableError{fmt.Errorf("ui: the watches cannot sync: %w", f.err)}
+		}
+	}
+}
+
+// run watches until ctx ends (it then returns nil) or the watches fail,
+// and returns once the watches and the scraper have stopped.
+func (w *watcher) run(ctx context.Context) (err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	var (
+		wg        sync.WaitGroup
+		informers []cache.Informer
+		started   bool
+	)
+	defer func() {
+		cancel()
+		wg.Wait()
+		if started {
+			// The cache of one namespace returns from Start without
+			// waiting for its informers.
+			deadline := time.Now().Add(2 * time.Second)
+			for _, inf := range informers {
+				for !inf.IsStopped() && time.Now().Before(deadline) {
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+		}
+		if errors.Is(err, context.Canceled) {
+			err = nil
+		}
+	}()
 	leaseChanged := make(chan struct{}, 1)
 	kinds := []struct {
 		name string
@@ -98,8 +173,12 @@ func (w *watcher) run(ctx context.Context) error {
 	for _, k := range kinds {
 		inf, err := w.cache.GetInformer(ctx, k.obj)
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
 			return fmt.Errorf("ui: watch %T: %w", k.obj, err)
 		}
+		informers = append(informers, inf)
 		name := k.name
 		publish := func(typ string, obj any) {
 			if tomb, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
@@ -129,16 +208,34 @@ func (w *watcher) run(ctx context.Context) error {
 		}
 	}
 	errs := make(chan error, 1)
-	go func() { errs <- w.cache.Start(ctx) }()
-	if !w.cache.WaitForCacheSync(ctx) {
-		select {
-		case err := <-errs:
-			return fmt.Errorf("ui: watches: %w", err)
-		default:
-			return ctx.Err()
+	started = true
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		errs <- w.cache.Start(ctx)
+	}()
+	synced := make(chan bool, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		synced <- w.cache.WaitForCacheSync(ctx)
+	}()
+	select {
+	case ok := <-synced:
+		if !ok {
+			return nil // ctx ended
 		}
+	case err := <-errs:
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("ui: watches: %v", err)
 	}
-	go w.scrape(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		w.scrape(ctx)
+	}()
 	// Leadership: on every Lease change, and each interval, since a Lease
 	// expires without an event.
 	t := time.NewTicker(w.opts.Interval)
@@ -153,7 +250,10 @@ func (w *watcher) run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case err := <-errs:
-			return err
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("ui: watches: %v", err)
 		case <-leaseChanged:
 		case <-t.C:
 		}
@@ -287,8 +387,8 @@ const maxSnapshots = 4
 // encoded: at most maxSnapshots are read and encoded at once.
 func (s *Server) snapshot(ctx context.Context, leadership Leadership, rates Rates, debug []DebugMessage, encode func(*Snapshot) ([]byte, error)) ([]byte, error) {
 	w := s.w
-	if !w.cache.WaitForCacheSync(ctx) {
-		return nil, fmt.Errorf("ui: the watches have not started: %w", ctx.Err())
+	if err := w.waitForSync(ctx); err != nil {
+		return nil, err
 	}
 	select {
 	case s.snapshots <- struct{}{}:
