@@ -74,9 +74,19 @@ type watcher struct {
 	cache cache.Cache
 
 	mu       sync.Mutex
-	replicas []ReplicaLiveness // last computed, for the scraper
+	replicas []ReplicaLiveness    // last computed, for the scraper
+	leases   map[string]leaseSeen // by name
 
 	failure atomic.Pointer[watchFailure] // the last failure of a watch
+}
+
+// leaseSeen is when a version of a Lease was first seen here, and whether
+// it was seen to change (rather than only listed when the watches
+// started).
+type leaseSeen struct {
+	version string
+	at      time.Time
+	changed bool
 }
 
 // watchFailure is a watch's list or watch that failed, and when.
@@ -86,7 +96,7 @@ type watchFailure struct {
 }
 
 func newWatcher(opts Options, h *hub) (*watcher, error) {
-	w := &watcher{opts: opts, hub: h}
+	w := &watcher{opts: opts, hub: h, leases: map[string]leaseSeen{}}
 	c, err := cache.New(opts.Config, cache.Options{
 		Scheme:                   replica.Scheme(),
 		DefaultNamespaces:        map[string]cache.Config{opts.Namespace: {}},
@@ -180,7 +190,7 @@ func (w *watcher) run(ctx context.Context) (err error) {
 		}
 		informers = append(informers, inf)
 		name := k.name
-		publish := func(typ string, obj any) {
+		publish := func(typ string, obj any, listed bool) {
 			if tomb, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
 				obj = tomb.Obj
 			}
@@ -189,6 +199,7 @@ func (w *watcher) run(ctx context.Context) (err error) {
 				return
 			}
 			if name == "lease" {
+				w.seeLease(o, typ == "delete", listed, time.Now())
 				select {
 				case leaseChanged <- struct{}{}:
 				default:
@@ -199,10 +210,10 @@ func (w *watcher) run(ctx context.Context) (err error) {
 			o.SetManagedFields(nil)
 			w.hub.publish(name, Change{Type: typ, Object: o})
 		}
-		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-			AddFunc:    func(obj any) { publish("upsert", obj) },
-			UpdateFunc: func(_, obj any) { publish("upsert", obj) },
-			DeleteFunc: func(obj any) { publish("delete", obj) },
+		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerDetailedFuncs{
+			AddFunc:    func(obj any, listed bool) { publish("upsert", obj, listed) },
+			UpdateFunc: func(_, obj any) { publish("upsert", obj, false) },
+			DeleteFunc: func(obj any) { publish("delete", obj, false) },
 		}); err != nil {
 			return err
 		}
@@ -274,7 +285,7 @@ func (w *watcher) leadership(ctx context.Context, now time.Time) (Leadership, er
 	if w.opts.Replicas != nil {
 		known = w.opts.Replicas()
 	}
-	out := ReadLeadership(modules.Items, leases.Items, known, now)
+	out := readLeadership(modules.Items, leases.Items, known, func(l coordinationv1.Lease) bool { return w.leaseValid(l, now) })
 	var all []ReplicaLiveness
 	for _, m := range out.Modules {
 		all = append(all, m.Replicas...)
@@ -289,7 +300,16 @@ func (w *watcher) leadership(ctx context.Context, now time.Time) (Leadership, er
 // the holder of "<module>-leader" only while that Lease is valid; a replica
 // is alive while its membership Lease is valid and, if known lists it, its
 // process runs.
+//
+// It judges a Lease by its renew time, which its holder wrote on its own
+// clock; the server judges the Leases it watches as the runtime does (see
+// watcher.leaseValid).
 func ReadLeadership(modules []v1alpha1.TinyModule, leases []coordinationv1.Lease, known []Replica, now time.Time) Leadership {
+	return readLeadership(modules, leases, known, func(l coordinationv1.Lease) bool { return leaseValid(l, now) })
+}
+
+// readLeadership is ReadLeadership with valid saying which Leases hold.
+func readLeadership(modules []v1alpha1.TinyModule, leases []coordinationv1.Lease, known []Replica, valid func(coordinationv1.Lease) bool) Leadership {
 	out := Leadership{Modules: map[string]ModuleLeadership{}}
 	for _, m := range modules {
 		out.Modules[m.Name] = ModuleLeadership{Replicas: []ReplicaLiveness{}}
@@ -311,7 +331,7 @@ func ReadLeadership(modules []v1alpha1.TinyModule, leases []coordinationv1.Lease
 		m := out.Modules[name]
 		if l, ok := byName[replica.LeaseName(name)]; ok {
 			holder := deref(l.Spec.HolderIdentity)
-			valid := holder != "" && leaseValid(l, now)
+			valid := holder != "" && valid(l)
 			if p, ok := processes[name+"/"+holder]; ok && !p.Alive {
 				valid = false // its process is gone: the Lease only has not expired yet
 			}
@@ -334,7 +354,7 @@ func ReadLeadership(modules []v1alpha1.TinyModule, leases []coordinationv1.Lease
 				continue
 			}
 			id := deref(l.Spec.HolderIdentity)
-			alive := leaseValid(l, now)
+			alive := valid(l)
 			if p, ok := processes[name+"/"+id]; ok {
 				alive = alive && p.Alive
 			}
@@ -351,6 +371,45 @@ func ReadLeadership(modules []v1alpha1.TinyModule, leases []coordinationv1.Lease
 		out.Modules[name] = m
 	}
 	return out
+}
+
+// seeLease records a version of a Lease as seen at now: listed when the
+// watches started, changed since, or deleted.
+func (w *watcher) seeLease(o client.Object, deleted, listed bool, now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if deleted {
+		delete(w.leases, o.GetName())
+		return
+	}
+	if seen, ok := w.leases[o.GetName()]; ok && seen.version == o.GetResourceVersion() {
+		return
+	}
+	w.leases[o.GetName()] = leaseSeen{version: o.GetResourceVersion(), at: now, changed: !listed}
+}
+
+// leaseValid judges a Lease as the runtime does (leader.ExpiresAt): it
+// holds for its duration from when this server saw it change, on this
+// server's clock, so that a holder's clock running ahead or behind does
+// not matter. A Lease only listed when the watches started, whose last
+// change was not seen, also needs its renew time to say it holds.
+func (w *watcher) leaseValid(l coordinationv1.Lease, now time.Time) bool {
+	if l.Spec.RenewTime == nil || l.Spec.LeaseDurationSeconds == nil {
+		return false
+	}
+	w.mu.Lock()
+	seen, ok := w.leases[l.Name]
+	w.mu.Unlock()
+	switch {
+	case !ok:
+		return leaseValid(l, now) // not yet seen by the handlers
+	case seen.version != l.ResourceVersion:
+		return true // a version the handlers have not seen yet: it changed just now
+	}
+	if !now.Before(seen.at.Add(time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second)) {
+		return false
+	}
+	return seen.changed || leaseValid(l, now)
 }
 
 func leaseValid(l coordinationv1.Lease, now time.Time) bool {
