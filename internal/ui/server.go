@@ -205,7 +205,8 @@ func (s *Server) guard(next http.Handler) http.Handler {
 			return
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			if origin := r.Header.Get("Origin"); origin != "" && origin != "http://"+r.Host && origin != "https://"+r.Host {
+			// Host names are case-insensitive; browsers send them in lower case.
+			if origin := r.Header.Get("Origin"); origin != "" && !strings.EqualFold(origin, "http://"+r.Host) && !strings.EqualFold(origin, "https://"+r.Host) {
 				writeError(w, http.StatusForbidden, "Forbidden", "cross-origin request refused")
 				return
 			}
@@ -237,7 +238,8 @@ func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
 }
 
 func isLoopback(host string) bool {
-	if host == "localhost" {
+	// Host names are case-insensitive, and "localhost." is the same name.
+	if host = strings.TrimSuffix(strings.ToLower(host), "."); host == "localhost" {
 		return true
 	}
 	ip := net.ParseIP(host)

@@ -52,6 +52,16 @@ func TestGuard(t *testing.T) {
 		{"write with a wrong token", "PUT", "127.0.0.1:8090", "http://127.0.0.1:8090", "secreT", false, http.StatusForbidden},
 		{"write from another origin", "POST", "127.0.0.1:8090", "http://evil.example", "secret", false, http.StatusForbidden},
 		{"write from another port", "POST", "127.0.0.1:8090", "http://127.0.0.1:9999", "secret", false, http.StatusForbidden},
+		// Host names are case-insensitive; IPv6 loopback is loopback.
+		{"read as [::1]", "GET", "[::1]:8090", "", "", false, http.StatusTeapot},
+		{"write as [::1] from its origin", "POST", "[::1]:8090", "http://[::1]:8090", "secret", false, http.StatusTeapot},
+		{"read as LOCALHOST", "GET", "LOCALHOST:8090", "", "", false, http.StatusTeapot},
+		{"write as Localhost from its origin", "POST", "Localhost:8090", "http://localhost:8090", "secret", false, http.StatusTeapot},
+		{"read as localhost.", "GET", "localhost.:8090", "", "", false, http.StatusTeapot},
+		{"read by a name that begins as loopback", "GET", "127.0.0.1.evil.example:8090", "", "", false, http.StatusForbidden},
+		{"read by a name that ends as localhost", "GET", "evil-localhost:8090", "", "", false, http.StatusForbidden},
+		{"write from an origin that begins as this one", "POST", "127.0.0.1:8090", "http://127.0.0.1:8090.evil.example", "secret", false, http.StatusForbidden},
+		{"write from a null origin", "POST", "127.0.0.1:8090", "null", "secret", false, http.StatusForbidden},
 	} {
 		s.opts.Expose = c.expose
 		req := httptest.NewRequest(c.method, "http://"+c.host+"/api/nodes", nil)
