@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -304,10 +306,36 @@ func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	n := &v1alpha1.TinyNode{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.opts.Namespace}}
-	if err := s.c.Delete(ctx, n); err != nil {
+	n := &v1alpha1.TinyNode{}
+	if err := s.c.Get(ctx, client.ObjectKey{Namespace: s.opts.Namespace, Name: name}, n); err != nil {
 		writeAPIError(w, err)
 		return
+	}
+	if err := s.c.Delete(ctx, n, client.Preconditions{UID: &n.UID}); err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	// The mappings of its edges go from their targets.
+	targets := map[string]bool{}
+	for _, e := range n.Spec.Edges {
+		if to := targetNode(e.To); to != "" && to != name {
+			targets[to] = true
+		}
+	}
+	for to := range targets {
+		if _, err := s.update(ctx, to, func(t *v1alpha1.TinyNode) error {
+			kept := t.Spec.Ports[:0]
+			for _, p := range t.Spec.Ports {
+				if p.From == "" || targetNode(p.From) != name {
+					kept = append(kept, p)
+				}
+			}
+			t.Spec.Ports = kept
+			return nil
+		}); err != nil && !apierrors.IsNotFound(err) {
+			writeAPIError(w, err)
+			return
+		}
 	}
 	// Edges into it go with it, as wires go with a node on a canvas.
 	var all v1alpha1.TinyNodeList
@@ -377,10 +405,18 @@ func (s *Server) addEdge(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	id := req.Port + "-" + toNode + "-" + randomSuffix()
+	from := name + "." + req.Port
 	// The mapping first: an edge that starts delivering finds it in place.
+	var replaced *v1alpha1.TinyNodePortConfig
 	if tpl != nil {
 		if _, err := s.update(r.Context(), toNode, func(n *v1alpha1.TinyNode) error {
-			setPort(n, v1alpha1.TinyNodePortConfig{Port: toPort, From: name + "." + req.Port, Configuration: tpl})
+			replaced = nil
+			for _, p := range n.Spec.Ports {
+				if p.Port == toPort && p.From == from {
+					replaced = p.DeepCopy()
+				}
+			}
+			setPort(n, v1alpha1.TinyNodePortConfig{Port: toPort, From: from, Configuration: tpl})
 			return nil
 		}); err != nil {
 			writeAPIError(w, err)
@@ -391,10 +427,38 @@ func (s *Server) addEdge(w http.ResponseWriter, r *http.Request) {
 		n.Spec.Edges = append(n.Spec.Edges, v1alpha1.TinyNodeEdge{ID: id, Port: req.Port, To: req.To})
 		return nil
 	}); err != nil {
+		if tpl != nil {
+			s.undoMapping(r.Context(), toNode, toPort, from, tpl, replaced)
+		}
 		writeAPIError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusCreated, map[string]string{"id": id})
+}
+
+// undoMapping takes back a mapping written for an edge that then could
+// not be written: the one it replaced comes back, or else it goes. It
+// leaves alone a mapping changed since.
+func (s *Server) undoMapping(ctx context.Context, toNode, toPort, from string, ours *apiextensionsv1.JSON, replaced *v1alpha1.TinyNodePortConfig) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	_, err := s.update(ctx, toNode, func(n *v1alpha1.TinyNode) error {
+		kept := n.Spec.Ports[:0]
+		for _, p := range n.Spec.Ports {
+			if p.Port == toPort && p.From == from && p.Configuration != nil && bytes.Equal(p.Configuration.Raw, ours.Raw) {
+				if replaced != nil {
+					kept = append(kept, *replaced)
+				}
+				continue
+			}
+			kept = append(kept, p)
+		}
+		n.Spec.Ports = kept
+		return nil
+	})
+	if err != nil && !apierrors.IsNotFound(err) {
+		s.opts.Log.Error(err, "take back the mapping of an edge that was not written", "node", toNode, "port", toPort, "from", from)
+	}
 }
 
 func (s *Server) deleteEdge(w http.ResponseWriter, r *http.Request) {

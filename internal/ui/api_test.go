@@ -113,3 +113,67 @@ func TestBadNamesAreBadRequests(t *testing.T) {
 		t.Errorf("a 2 MiB body: %d %s", code, body)
 	}
 }
+
+// TestEdgesLeaveNoMappingsBehind: an edge's mapping lives on its target
+// (spec.ports, at most 128). When the edge cannot be written, its mapping
+// does not stay, and a mapping it replaced comes back; when its source
+// node is deleted, its mapping goes too.
+func TestEdgesLeaveNoMappingsBehind(t *testing.T) {
+	env := controlplanetest.Start(t)
+	ns := env.Namespace(t)
+	ctx := controlplanetest.Context(t, time.Minute)
+	k := env.Client
+	for _, name := range []string{"src", "t"} {
+		n := &v1alpha1.TinyNode{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: v1alpha1.TinyNodeSpec{Module: "m", Component: "debug"}}
+		if err := k.Create(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, api := startServer(t, env.Config, ns)
+	ports := func(name string) []v1alpha1.TinyNodePortConfig {
+		n := &v1alpha1.TinyNode{}
+		if err := k.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, n); err != nil {
+			t.Fatal(err)
+		}
+		return n.Spec.Ports
+	}
+
+	// From a node that does not exist: refused, and t keeps nothing.
+	if code, body := api.do("POST", "/api/nodes/ghost/edges", map[string]any{"port": "out", "to": "t.in", "mapping": map[string]any{"a": 1}}); code != http.StatusNotFound {
+		t.Errorf("an edge from a node that does not exist: %d %s", code, body)
+	}
+	if ps := ports("t"); len(ps) != 0 {
+		t.Errorf("t keeps the mapping of an edge that was not written: %+v", ps)
+	}
+
+	// A mapping replaced by an edge that cannot be written comes back:
+	// ghost.out's mapping on t is {"a":1}; a second edge from ghost.out,
+	// which fails, must not leave {"a":2} in its place.
+	n := &v1alpha1.TinyNode{}
+	if err := k.Get(ctx, client.ObjectKey{Namespace: ns, Name: "t"}, n); err != nil {
+		t.Fatal(err)
+	}
+	n.Spec.Ports = []v1alpha1.TinyNodePortConfig{{Port: "in", From: "ghost.out", Configuration: rawJSON(json.RawMessage(`{"a":1}`))}}
+	if err := k.Update(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := api.do("POST", "/api/nodes/ghost/edges", map[string]any{"port": "out", "to": "t.in", "mapping": map[string]any{"a": 2}}); code != http.StatusNotFound {
+		t.Errorf("an edge from a node that does not exist: %d %s", code, body)
+	}
+	if ps := ports("t"); len(ps) != 1 || string(ps[0].Configuration.Raw) != `{"a":1}` {
+		t.Errorf("t's mapping from ghost.out after a failed edge: %+v", ps)
+	}
+
+	// Deleting a node takes the mappings of its edges from their targets.
+	if code, body := api.do("POST", "/api/nodes/src/edges", map[string]any{"port": "out", "to": "t.in", "mapping": map[string]any{"b": 1}}); code != http.StatusCreated {
+		t.Fatalf("edge: %d %s", code, body)
+	}
+	if code, body := api.do("DELETE", "/api/nodes/src", nil); code != http.StatusNoContent {
+		t.Fatalf("delete src: %d %s", code, body)
+	}
+	for _, p := range ports("t") {
+		if p.From == "src.out" {
+			t.Errorf("t keeps the mapping of an edge of deleted node src: %+v", p)
+		}
+	}
+}
