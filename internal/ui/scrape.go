@@ -123,6 +123,7 @@ func (w *watcher) scrape(ctx context.Context) {
 			}
 		}
 		results := w.readAll(ctx, r, live, debugSeen)
+		newest := map[string]time.Time{} // of each node's failure
 		for i, rep := range live {
 			res := results[i]
 			if res.counters != nil {
@@ -131,7 +132,8 @@ func (w *watcher) scrape(ctx context.Context) {
 			if h := res.health; h != nil {
 				for node, nh := range h.Nodes {
 					nr := rates.Nodes[node]
-					if nh.LastError != "" && (nr.LastErrorAt == "" || nh.LastErrorAt.UTC().Format(time.RFC3339Nano) > nr.LastErrorAt) {
+					if at, seen := newest[node]; nh.LastError != "" && (!seen || nh.LastErrorAt.After(at)) {
+						newest[node] = nh.LastErrorAt
 						nr.LastError, nr.LastErrorAt = nh.LastError, nh.LastErrorAt.UTC().Format(time.RFC3339Nano)
 					}
 					rates.Nodes[node] = nr

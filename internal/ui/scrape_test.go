@@ -18,6 +18,7 @@ import (
 
 	"github.com/tinymod/tinymod/internal/debugring"
 	"github.com/tinymod/tinymod/internal/replica"
+	"github.com/tinymod/tinymod/internal/scheduler"
 )
 
 // fakeReplica serves what a replica serves on its metrics address: a
@@ -385,5 +386,37 @@ func TestHugeDebugMessagesAreBounded(t *testing.T) {
 	}
 	if _, _, kept := h.latest(); len(kept) > 0 && len(kept[0].Data) > debugring.MaxData+100 {
 		t.Errorf("the hub keeps %d messages, the first of %d bytes", len(kept), len(kept[0].Data))
+	}
+}
+
+// TestNewestFailureAcrossReplicas: a node's newest failure is the latest
+// by time over the replicas, also when one happened on a whole second
+// (whose RFC 3339 text sorts after the same second's fractions).
+func TestNewestFailureAcrossReplicas(t *testing.T) {
+	second := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	serve := func(at time.Time, msg string) string {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != replica.HealthPath {
+				http.NotFound(w, r)
+				return
+			}
+			_ = json.NewEncoder(w).Encode(replica.Health{Nodes: map[string]scheduler.NodeHealth{"a": {Errors: 1, LastError: msg, LastErrorAt: at}}})
+		}))
+		t.Cleanup(srv.Close)
+		return strings.TrimPrefix(srv.URL, "http://")
+	}
+	h := runScraper(t, nil, 100*time.Millisecond,
+		ReplicaLiveness{Identity: "r1", Alive: true, MetricsAddr: serve(second, "older")},
+		ReplicaLiveness{Identity: "r2", Alive: true, MetricsAddr: serve(second.Add(100*time.Millisecond), "newer")})
+	got := collect(h, time.Second)["rates"]
+	if len(got) == 0 {
+		t.Fatal("no rates")
+	}
+	var r Rates
+	if err := json.Unmarshal(got[len(got)-1], &r); err != nil {
+		t.Fatal(err)
+	}
+	if a := r.Nodes["a"]; a.LastError != "newer" {
+		t.Errorf("node a's newest failure: %+v", a)
 	}
 }
