@@ -29,7 +29,8 @@ pushed every change as it happens (server-sent events fed by watches).
 
 Every change it makes is an ordinary API write with the kubeconfig's
 credentials, so RBAC applies. It listens on loopback only unless --expose is
-given, and changes need the page's own session token.`,
+given, and changes need the page's own session token, which the page
+itself carries: whoever can load the page can change flows.`,
 		Example: `  tinymod ui
   tinymod ui --namespace flows --listen 127.0.0.1:9000
   tinymod ui --listen 0.0.0.0:8090 --expose   # reachable from other machines`,
@@ -45,7 +46,8 @@ given, and changes need the page's own session token.`,
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "tinymod ui: namespace %s at %s\n", ns, s.URL())
 			if expose {
-				fmt.Fprintf(cmd.ErrOrStderr(), "warning: the page is exposed beyond this machine; anyone who reaches %s can see the namespace's flows\n", listen)
+				// The page hands its session token to whoever loads it.
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: the page is exposed beyond this machine; anyone who reaches %s can see the namespace's flows and change them with your credentials\n", s.URL())
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
