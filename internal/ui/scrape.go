@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -92,6 +93,9 @@ func (w *watcher) scrape(ctx context.Context) {
 		before    Readings
 		lastAt    = time.Now()
 		debugSeen = map[string]debugCursor{}
+		answered  = map[string]bool{} // in the last round
+		lastTurn  = map[string]int{}  // the round each replica last had a turn in
+		round     = 0
 		transport http.RoundTripper
 	)
 	if rt, err := rest.TransportFor(w.opts.Config); err == nil {
@@ -122,12 +126,28 @@ func (w *watcher) scrape(ctx context.Context) {
 				live = append(live, rep)
 			}
 		}
+		// Past maxParallelReads, replicas that hang must not keep the
+		// others from a turn: those that answered last round go first,
+		// then the others by how long they have waited for a turn.
+		round++
+		sort.SliceStable(live, func(i, j int) bool {
+			a, b := live[i].Identity, live[j].Identity
+			if answered[a] != answered[b] {
+				return answered[a]
+			}
+			return lastTurn[a] < lastTurn[b]
+		})
 		results := w.readAll(ctx, r, live, debugSeen)
+		clear(answered)
 		newest := map[string]time.Time{} // of each node's failure
 		for i, rep := range live {
 			res := results[i]
+			if res.tried {
+				lastTurn[rep.Identity] = round
+			}
 			if res.counters != nil {
 				readings[rep.Identity] = res.counters
+				answered[rep.Identity] = true
 			}
 			if h := res.health; h != nil {
 				for node, nh := range h.Nodes {
@@ -152,6 +172,11 @@ func (w *watcher) scrape(ctx context.Context) {
 				delete(debugSeen, id)
 			}
 		}
+		for id := range lastTurn {
+			if !listed[id] {
+				delete(lastTurn, id)
+			}
+		}
 		r.forget(replicas)
 		addRates(&rates, Increase(before, readings), elapsed)
 		before = readings
@@ -168,30 +193,42 @@ type debugCursor struct {
 // readResult is what one replica served in one round; nil where reading
 // failed.
 type readResult struct {
+	tried    bool // it had a turn
 	counters map[string]float64
 	health   *replica.Health
 	debug    *debugring.Page
 }
 
-// readAll reads replicas in parallel, all within one interval.
+// readAll reads replicas in parallel, all within one interval, giving
+// them turns in their order. A read starts only while half the interval
+// is left: one with less would fail for want of time, not for its
+// replica's fault.
 func (w *watcher) readAll(ctx context.Context, r *reader, replicas []ReplicaLiveness, debugSeen map[string]debugCursor) []readResult {
 	out := make([]readResult, len(replicas))
 	ctx, cancel := context.WithTimeout(ctx, w.opts.Interval)
 	defer cancel()
+	lastStart := time.Now().Add(w.opts.Interval / 2)
+	starting, stop := context.WithDeadline(ctx, lastStart)
+	defer stop()
 	sem := make(chan struct{}, maxParallelReads)
 	var wg sync.WaitGroup
+	defer wg.Wait()
 	for i, rep := range replicas {
+		select {
+		case sem <- struct{}{}:
+		case <-starting.Done():
+			return out
+		}
+		if time.Now().After(lastStart) {
+			<-sem
+			return out
+		}
 		after := debugSeen[rep.Identity]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			select {
-			case sem <- struct{}{}:
-				defer func() { <-sem }()
-			case <-ctx.Done():
-				return
-			}
-			var res readResult
+			defer func() { <-sem }()
+			res := readResult{tried: true}
 			if values, err := r.counters(ctx, rep); err == nil {
 				res.counters = values
 			}
@@ -210,7 +247,6 @@ func (w *watcher) readAll(ctx context.Context, r *reader, replicas []ReplicaLive
 			out[i] = res
 		}()
 	}
-	wg.Wait()
 	return out
 }
 

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -74,6 +76,10 @@ func hangingAddr(t *testing.T) string {
 			mu.Lock()
 			conns = append(conns, c)
 			mu.Unlock()
+			go func() { // until the reader gives up
+				_, _ = io.Copy(io.Discard, c)
+				c.Close()
+			}()
 		}
 	}()
 	t.Cleanup(func() {
@@ -418,5 +424,31 @@ func TestNewestFailureAcrossReplicas(t *testing.T) {
 	}
 	if a := r.Nodes["a"]; a.LastError != "newer" {
 		t.Errorf("node a's newest failure: %+v", a)
+	}
+}
+
+// TestManyHangingReplicas: past the replicas read at once, those that
+// answered go first, so a module with a hundred replicas that hang (a
+// wedged metrics server, addresses that do not answer) does not keep the
+// others from being read.
+func TestManyHangingReplicas(t *testing.T) {
+	good, addr := newFakeReplica(t)
+	var replicas []ReplicaLiveness
+	hung := hangingAddr(t)
+	for i := range 100 {
+		replicas = append(replicas, ReplicaLiveness{Identity: fmt.Sprintf("a-hung-%03d", i), Alive: true, MetricsAddr: hung})
+	}
+	replicas = append(replicas, ReplicaLiveness{Identity: "z-good", Alive: true, MetricsAddr: addr})
+	h := runScraper(t, nil, 500*time.Millisecond, replicas...)
+	got := collect(h, 6*time.Second)["rates"]
+	// Its first turn may take a few rounds (a hundred replicas, listed
+	// before it, with no past); from then on it is read every round.
+	var traffic []bool
+	for _, b := range got {
+		var r Rates
+		traffic = append(traffic, json.Unmarshal(b, &r) == nil && r.Nodes["a"].Messages > 0)
+	}
+	if len(traffic) < 8 || slices.Contains(traffic[len(traffic)-4:], false) {
+		t.Errorf("rates events in 6 s with the good replica's traffic: %v, want the last 4 at least (%d reads)", traffic, good.reads.Load())
 	}
 }
