@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -257,6 +258,9 @@ func addRates(r *Rates, increase map[string]float64, elapsed float64) {
 		return
 	}
 	for k, inc := range increase {
+		if math.IsNaN(inc) || math.IsInf(inc, 0) {
+			continue
+		}
 		node, port, result := splitSeries(k)
 		nr := r.Nodes[node]
 		if !strings.HasPrefix(port, "_") {
@@ -526,7 +530,12 @@ func parseMessages(body []byte) (map[string]float64, error) {
 		return out, nil
 	}
 	for _, m := range f.GetMetric() {
-		out[labelOf(m, "node")+"\x00"+labelOf(m, "port")+"\x00"+labelOf(m, "result")] += m.GetCounter().GetValue()
+		// A counter is finite and never negative; anything else (another
+		// program's, a broken one) is no count, and NaN in the rates would
+		// keep them from being sent at all.
+		if v := m.GetCounter().GetValue(); v >= 0 && !math.IsInf(v, 0) {
+			out[labelOf(m, "node")+"\x00"+labelOf(m, "port")+"\x00"+labelOf(m, "result")] += v
+		}
 	}
 	return out, nil
 }

@@ -452,3 +452,43 @@ func TestManyHangingReplicas(t *testing.T) {
 		t.Errorf("rates events in 6 s with the good replica's traffic: %v, want the last 4 at least (%d reads)", traffic, good.reads.Load())
 	}
 }
+
+// TestGarbageCountersSpoilNothing: a replica (or another program at its
+// address) whose counters are not finite, or go below zero, must not keep
+// the page from the other replicas' rates: rates with NaN in them cannot
+// be sent at all.
+func TestGarbageCountersSpoilNothing(t *testing.T) {
+	_, addr := newFakeReplica(t)
+	garbage := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/metrics" {
+			http.NotFound(w, r)
+			return
+		}
+		fmt.Fprint(w, "# TYPE tinymod_messages_total counter\n"+
+			"tinymod_messages_total{node=\"b\",port=\"in\",result=\"ok\"} NaN\n"+
+			"tinymod_messages_total{node=\"c\",port=\"in\",result=\"ok\"} +Inf\n"+
+			"tinymod_messages_total{node=\"d\",port=\"in\",result=\"ok\"} -5\n")
+	}))
+	defer garbage.Close()
+	h := runScraper(t, nil, 100*time.Millisecond,
+		ReplicaLiveness{Identity: "good", Alive: true, MetricsAddr: addr},
+		ReplicaLiveness{Identity: "garbage", Alive: true, MetricsAddr: strings.TrimPrefix(garbage.URL, "http://")})
+	got := collect(h, 1500*time.Millisecond)["rates"]
+	counted := 0
+	for _, b := range got {
+		var r Rates
+		if json.Unmarshal(b, &r) == nil && r.Nodes["a"].Messages > 0 {
+			counted++
+		}
+	}
+	if counted < 5 {
+		t.Errorf("%d rates events with the good replica's traffic in 1.5 s at 100 ms", counted)
+	}
+	for _, b := range got {
+		var r Rates
+		if json.Unmarshal(b, &r) == nil && (r.Nodes["b"].Messages != 0 || r.Nodes["c"].Messages != 0 || r.Nodes["d"].Messages != 0) {
+			t.Errorf("garbage counted as traffic: %s", b)
+			break
+		}
+	}
+}
