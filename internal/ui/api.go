@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"strings"
@@ -29,13 +30,26 @@ import (
 const NoFlow = "_none"
 
 func (s *Server) routes(mux *http.ServeMux) {
-	mux.HandleFunc("POST /api/signals", s.createSignal)
-	mux.HandleFunc("POST /api/nodes", s.createNode)
-	mux.HandleFunc("DELETE /api/nodes/{name}", s.deleteNode)
-	mux.HandleFunc("PUT /api/nodes/{name}/settings", s.putSettings)
-	mux.HandleFunc("POST /api/nodes/{name}/edges", s.addEdge)
-	mux.HandleFunc("DELETE /api/nodes/{name}/edges/{id}", s.deleteEdge)
+	mux.HandleFunc("POST /api/signals", bounded(s.createSignal))
+	mux.HandleFunc("POST /api/nodes", bounded(s.createNode))
+	mux.HandleFunc("DELETE /api/nodes/{name}", bounded(s.deleteNode))
+	mux.HandleFunc("PUT /api/nodes/{name}/settings", bounded(s.putSettings))
+	mux.HandleFunc("POST /api/nodes/{name}/edges", bounded(s.addEdge))
+	mux.HandleFunc("DELETE /api/nodes/{name}/edges/{id}", bounded(s.deleteEdge))
 	mux.HandleFunc("POST /api/mapping/check", s.checkMapping)
+}
+
+// changeTimeout bounds a change: an API server that does not answer makes
+// it fail with a timeout rather than hang.
+var changeTimeout = 30 * time.Second
+
+// bounded gives a change changeTimeout.
+func bounded(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), changeTimeout)
+		defer cancel()
+		h(w, r.WithContext(ctx))
+	}
 }
 
 func (s *Server) state(w http.ResponseWriter, r *http.Request) {
@@ -69,6 +83,11 @@ func writeError(w http.ResponseWriter, code int, reason, msg string) {
 // writeAPIError passes the API server's refusal on as it was: a 403 stays a
 // 403, with its message.
 func writeAPIError(w http.ResponseWriter, err error) {
+	var netErr net.Error
+	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &netErr) && netErr.Timeout() {
+		writeError(w, http.StatusGatewayTimeout, "Timeout", fmt.Sprintf("the API server did not answer within %v: %v", changeTimeout, err))
+		return
+	}
 	var status apierrors.APIStatus
 	if errors.As(err, &status) {
 		st := status.Status()
@@ -251,15 +270,24 @@ func randomSuffix() string {
 // update changes a node with retries on conflict.
 func (s *Server) update(ctx context.Context, name string, change func(*v1alpha1.TinyNode) error) (*v1alpha1.TinyNode, error) {
 	n := &v1alpha1.TinyNode{}
+	var last error
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		if err := s.c.Get(ctx, client.ObjectKey{Namespace: s.opts.Namespace, Name: name}, n); err != nil {
-			return err
-		}
-		if err := change(n); err != nil {
-			return err
-		}
-		return s.c.Update(ctx, n)
+		last = func() error {
+			if err := s.c.Get(ctx, client.ObjectKey{Namespace: s.opts.Namespace, Name: name}, n); err != nil {
+				return err
+			}
+			if err := change(n); err != nil {
+				return err
+			}
+			return s.c.Update(ctx, n)
+		}()
+		return last
 	})
+	if err == nil {
+		// RetryOnConflict returns nil for an error that wraps a context's
+		// end (a timeout, the page gone), as if the change were made.
+		err = last
+	}
 	n.ManagedFields = nil
 	return n, err
 }

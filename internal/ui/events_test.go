@@ -14,8 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tinymod/tinymod/api/v1alpha1"
+	"github.com/tinymod/tinymod/internal/replica"
 )
 
 // fakeCache stands for the watches' cache: synced, empty, and each List
@@ -184,4 +189,56 @@ func TestSnapshotsAreFew(t *testing.T) {
 	if fc.maxIn > maxSnapshots {
 		t.Errorf("%d snapshots were read at once, want at most %d", fc.maxIn, maxSnapshots)
 	}
+}
+
+// TestChangesGiveUpOnAHungAPIServer: an API server that does not answer
+// (overloaded, a dead connection through a proxy) makes a change fail
+// after a bound, with a timeout the page can show, not hang for ever.
+func TestChangesGiveUpOnAHungAPIServer(t *testing.T) {
+	defer func(d time.Duration) { changeTimeout = d }(changeTimeout)
+	changeTimeout = time.Second
+	hung := hangingAddr(t)
+	c, err := client.New(&rest.Config{Host: "http://" + hung}, client.Options{Scheme: replica.Scheme(), Mapper: testMapper()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, url := unitServer(t, &fakeCache{})
+	s.c = c
+	api := pageClient{t: t, url: url, token: s.token}
+	for _, call := range []struct {
+		method, path string
+		body         any
+	}{
+		{"POST", "/api/signals", map[string]any{"node": "a", "port": "in"}},
+		{"PUT", "/api/nodes/a/settings", map[string]any{"configuration": 1}},
+		{"POST", "/api/nodes", map[string]any{"module": "m", "component": "c"}},
+		{"DELETE", "/api/nodes/a", nil},
+	} {
+		start := time.Now()
+		done := make(chan struct{})
+		var code int
+		var body []byte
+		go func() {
+			defer close(done)
+			code, body = api.do(call.method, call.path, call.body)
+		}()
+		select {
+		case <-done:
+			if code != http.StatusGatewayTimeout {
+				t.Errorf("%s %s with a hung API server: %d %s", call.method, call.path, code, body)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("%s %s with a hung API server: no answer after %v", call.method, call.path, time.Since(start).Round(time.Second))
+		}
+	}
+}
+
+// testMapper knows the kinds the page changes, so that a client needs no
+// discovery.
+func testMapper() meta.RESTMapper {
+	m := meta.NewDefaultRESTMapper(nil)
+	for _, kind := range []string{"TinyNode", "TinySignal"} {
+		m.Add(v1alpha1.GroupVersion.WithKind(kind), meta.RESTScopeNamespace)
+	}
+	return m
 }

@@ -106,7 +106,13 @@ func New(opts Options) (*Server, error) {
 	if !isLoopback(host) && !opts.Expose {
 		return nil, fmt.Errorf("ui: %s is not a loopback address: the page can change flows with your credentials; pass --expose to serve it there anyway", opts.Listen)
 	}
-	c, err := client.New(opts.Config, client.Options{Scheme: replica.Scheme()})
+	// Changes are bounded by changeTimeout; so is every call of the client
+	// that makes them, discovery too, which does not heed a context.
+	writes := rest.CopyConfig(opts.Config)
+	if writes.Timeout == 0 {
+		writes.Timeout = changeTimeout
+	}
+	c, err := client.New(writes, client.Options{Scheme: replica.Scheme()})
 	if err != nil {
 		return nil, fmt.Errorf("ui: %w", err)
 	}
