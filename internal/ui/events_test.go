@@ -242,3 +242,31 @@ func testMapper() meta.RESTMapper {
 	}
 	return m
 }
+
+// TestTabsThatGoLeaveNothing: tabs that close, and one that reconnects in
+// a loop, leave no handler and no subscription behind.
+func TestTabsThatGoLeaveNothing(t *testing.T) {
+	s, url := unitServer(t, &fakeCache{})
+	var cancels []context.CancelFunc
+	for range 50 {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancels = append(cancels, cancel)
+		events := openEvents(t, ctx, url)
+		events.next(t, 5*time.Second, "snapshot", nil)
+	}
+	for range 50 { // reconnecting in a loop
+		ctx, cancel := context.WithCancel(context.Background())
+		openEvents(t, ctx, url).next(t, 5*time.Second, "snapshot", nil)
+		cancel()
+	}
+	for _, cancel := range cancels {
+		cancel()
+	}
+	waitFor(t, 5*time.Second, "every handler ends", func() bool { return goroutinesIn("(*Server).events") == 0 })
+	s.hub.mu.Lock()
+	left := len(s.hub.subs)
+	s.hub.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d subscriptions left", left)
+	}
+}
