@@ -12,6 +12,7 @@ package mapping
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"reflect"
 	"regexp"
 	"strings"
@@ -388,7 +389,41 @@ func (n exprNode) eval(st *evalState) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("expression %q: %w", n.src, err)
 	}
-	return normalize(out), nil
+	out = normalize(out)
+	if err := finite(out, 0); err != nil {
+		return nil, fmt.Errorf("expression %q: %w", n.src, err)
+	}
+	return out, nil
+}
+
+// finite fails for a NaN or an infinity anywhere in v: JSON has neither, so
+// no message could carry the result.
+func finite(v any, depth int) error {
+	switch x := v.(type) {
+	case float64:
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return fmt.Errorf("the result is %v, which JSON cannot hold", x)
+		}
+	case []any:
+		if depth > maxFormDepth {
+			return nil
+		}
+		for _, e := range x {
+			if err := finite(e, depth+1); err != nil {
+				return err
+			}
+		}
+	case map[string]any:
+		if depth > maxFormDepth {
+			return nil
+		}
+		for _, e := range x {
+			if err := finite(e, depth+1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 type interpolationNode struct{ parts []node }
