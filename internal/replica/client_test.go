@@ -201,12 +201,7 @@ func (a *answerer) Handle(ctx context.Context, _ module.Handler, port string, ms
 // body a 413; the leader exposes the port as a Service and an Ingress.
 func TestHTTPServerOnEveryReplica(t *testing.T) {
 	h := newHarness(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := twoFreePorts(t)
 	ids := []string{"http-a", "http-b"}
 	for i, id := range ids {
 		h.runWith(id, &httpserver.Component{PortOffset: i}, &answerer{identity: id})
@@ -259,3 +254,25 @@ func TestHTTPServerOnEveryReplica(t *testing.T) {
 		return nil
 	})
 }
+
+// twoFreePorts returns a port p such that p and p+1 are both free: each
+// replica's http-server listens on the settings' port plus its offset.
+func twoFreePorts(t *testing.T) int {
+	t.Helper()
+	for range 100 {
+		a, err := net.Listen("tcp", ":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := a.Addr().(*net.TCPAddr).Port
+		b, err := net.Listen("tcp", fmt.Sprintf(":%d", p+1))
+		a.Close()
+		if err == nil {
+			b.Close()
+			return p
+		}
+	}
+	t.Fatal("no two free ports in a row")
+	return 0
+}
+
