@@ -275,4 +275,3 @@ func twoFreePorts(t *testing.T) int {
 	t.Fatal("no two free ports in a row")
 	return 0
 }
-
