@@ -2,16 +2,13 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net"
-	"net/http"
-	"strings"
 	"time"
 
 	"k8s.io/client-go/rest"
 
 	"github.com/tinymod/tinymod/internal/replica"
+	"github.com/tinymod/tinymod/internal/ui"
 )
 
 // HealthReader fetches what replicas have seen go wrong with their nodes
@@ -35,44 +32,7 @@ func (h *HealthReader) Read(ctx context.Context, identity, addr string) (*replic
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	direct, derr := h.fetch(ctx, http.DefaultClient, "http://"+addr+replica.HealthPath)
-	if derr == nil || h.Config == nil {
-		return direct, derr
-	}
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, derr
-	}
-	transport, err := rest.TransportFor(h.Config)
-	if err != nil {
-		return nil, derr
-	}
-	url := fmt.Sprintf("%s/api/v1/namespaces/%s/pods/%s:%s/proxy%s", strings.TrimRight(h.Config.Host, "/"), h.Namespace, identity, port, replica.HealthPath)
-	proxied, perr := h.fetch(ctx, &http.Client{Transport: transport}, url)
-	if perr != nil {
-		return nil, fmt.Errorf("%v; through the pod proxy: %w", derr, perr)
-	}
-	return proxied, nil
-}
-
-func (h *HealthReader) fetch(ctx context.Context, c *http.Client, url string) (*replica.Health, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: %s", url, resp.Status)
-	}
-	var out replica.Health
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return nil, fmt.Errorf("%s: %w", url, err)
-	}
-	return &out, nil
+	return ui.ReadHealth(ctx, h.Config, h.Namespace, identity, addr)
 }
 
 // nodeHealth sums the replicas' health of one node.

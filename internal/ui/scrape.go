@@ -577,3 +577,20 @@ func (r *reader) debug(ctx context.Context, rep ReplicaLiveness, after uint64) (
 	p.Entries = kept
 	return &p, nil
 }
+
+// ReadHealth reads what one replica has seen go wrong (replica.HealthPath
+// on its metrics address) as the page reads it: directly, else, with a
+// config, through the API server's pod proxy by its pod name (its
+// identity), following no redirects and bounded in size. tinymod status and
+// dev read it this way too.
+func ReadHealth(ctx context.Context, config *rest.Config, namespace, identity, metricsAddr string) (*replica.Health, error) {
+	var proxy http.RoundTripper
+	if config != nil {
+		rt, err := rest.TransportFor(config)
+		if err != nil {
+			return nil, err
+		}
+		proxy = rt
+	}
+	return newReader(config, namespace, proxy).health(ctx, ReplicaLiveness{Identity: identity, MetricsAddr: metricsAddr, Alive: true})
+}
