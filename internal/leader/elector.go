@@ -320,20 +320,16 @@ func (e *Elector) acquire(ctx context.Context, lease *coordinationv1.Lease) erro
 }
 
 func (e *Elector) renew(ctx context.Context) error {
+	if e.endIfDecided() {
+		return nil // the lease is no longer ours, or validity ran out
+	}
 	e.mu.Lock()
 	lease := e.lease
-	e.mu.Unlock()
-	if lease == nil || holder(lease) != e.opts.Identity {
-		e.endLeadership("lease no longer ours")
-		return nil
-	}
 	// A renewal that cannot finish before validity ends is useless: bound it.
-	e.mu.Lock()
 	remaining := e.validUntil - e.opts.Clock.Now()
 	e.mu.Unlock()
-	if remaining <= 0 {
-		e.endLeadership("renewals stalled past the renew deadline")
-		return nil
+	if lease == nil || remaining <= 0 {
+		return nil // the next step ends the term
 	}
 	rctx, cancel := context.WithTimeout(ctx, remaining)
 	defer cancel()
@@ -422,13 +418,21 @@ func (e *Elector) scheduleTermEndLocked() {
 	e.termTimer = time.AfterFunc(max(wait, 0), e.checkValidity)
 }
 
-func (e *Elector) checkValidity() {
+func (e *Elector) checkValidity() { e.endIfDecided() }
+
+// endIfDecided ends the term when Decide says so. Besides the loop's own
+// step, it is the one place that acts on EndTerm, for what happens between
+// steps: a watch event, the validity timer, a renewal about to be sent. The
+// rules stay in Decide.
+func (e *Elector) endIfDecided() bool {
 	e.mu.Lock()
-	expired := e.leading && !IsValid(e.validUntil, e.opts.Clock.Now())
+	d := Decide(e.opts.Config, e.stateLocked(), e.opts.Clock.Now())
 	e.mu.Unlock()
-	if expired {
-		e.endLeadership("renew deadline passed without a successful renewal")
+	if d.Step != EndTerm {
+		return false
 	}
+	e.endLeadership(d.Reason)
+	return true
 }
 
 // endLeadership ends the term; it is a no-op when not leading.
@@ -608,11 +612,8 @@ func (e *Elector) see(lease *coordinationv1.Lease) {
 	}
 	e.lease = lease
 	e.seen = true
-	lostIt := e.leading && (lease == nil || holder(lease) != e.opts.Identity)
 	e.mu.Unlock()
-	if lostIt {
-		e.endLeadership("another replica holds the lease")
-	}
+	e.endIfDecided()
 	select {
 	case e.observed <- struct{}{}:
 	default:

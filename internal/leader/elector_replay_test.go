@@ -204,7 +204,7 @@ func TestATermNeverComesBack(t *testing.T) {
 	})
 	second := e.Current()
 	if second.Number() != first.Number() {
-		t.Logf("numbers %d and %d: the scenario needs them equal", first.Number(), second.Number())
+		t.Fatalf("numbers %d and %d: the scenario needs them equal", first.Number(), second.Number())
 	}
 	if first.Valid() {
 		t.Error("the first term is valid again in the second")

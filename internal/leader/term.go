@@ -41,6 +41,3 @@ func TermFrom(ctx context.Context) *Term { return leadership.TermFrom(ctx) }
 func NewContext(ctx context.Context, src Source, action string) context.Context {
 	return leadership.NewContext(ctx, src, action)
 }
-
-// IsLeader reports whether the replica that delivered ctx leads now (leadership.IsLeader).
-func IsLeader(ctx context.Context) bool { return leadership.IsLeader(ctx) }
