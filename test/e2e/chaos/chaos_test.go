@@ -27,7 +27,6 @@ import (
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
@@ -60,6 +59,9 @@ type profile struct {
 	// pacerRate is the messages a second each replica of alpha sends to
 	// beta, each with a deadline.
 	pacerRate int
+	// pprof serves net/http/pprof on every replica, for heaps after a
+	// collection.
+	pprof bool
 	// panicWait bounds how long a panic may take to show in status and
 	// Events (the Event recorder waits 10 s between its retries).
 	panicWait time.Duration
@@ -108,16 +110,10 @@ func TestChaos(t *testing.T) {
 		}
 	}
 	t.Logf("profile %s, fault seed %d (TINYMOD_CHAOS_SEED=%d repeats the draws)", p.name, seed, seed)
-	bin := harness.Build(t, "./test/e2e/chaos/faultymodule") // before taking the control plane's turn
-	env := controlplanetest.Start(t)
-	ns := env.Namespace(t)
 	began := time.Now()
-	w := &world{t: t, ctx: controlplanetest.Context(t, p.limit), env: env, cs: kubernetes.NewForConfigOrDie(env.Config),
-		cluster: harness.NewClusterWith(t, env.Kubeconfig, bin), ns: ns, p: p, seed: seed, tally: &faultproxy.Tally{},
-		wallAtZero: time.Now().Add(-leader.MonotonicNow()), done: make(chan struct{}), mods: map[string]*fleet{}}
-	defer func() { close(w.done); w.supervisors.Wait() }()
-	ctx := w.ctx
-	t.Cleanup(func() { keepLogs(t, w.cluster.Dir) })
+	w := newWorld(t, p, seed)
+	defer w.end()
+	ctx, env, ns := w.ctx, w.env, w.ns
 
 	alpha, beta := newFleet(w, alphaName, replicasPerModule), newFleet(w, betaName, replicasPerModule)
 	createFlow(t, ctx, env.Client, ns, p)
@@ -683,16 +679,34 @@ func (w *world) checkAudit() (writes, refused int) {
 }
 
 // createFlow creates both modules' nodes.
+func settings(raw string) []v1alpha1.TinyNodePortConfig {
+	return []v1alpha1.TinyNodePortConfig{{Port: v1alpha1.SettingsPort, Configuration: &apiextensionsv1.JSON{Raw: []byte(raw)}}}
+}
+
+func node(name, module, component string, ports []v1alpha1.TinyNodePortConfig, edges ...v1alpha1.TinyNodeEdge) *v1alpha1.TinyNode {
+	return &v1alpha1.TinyNode{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: v1alpha1.TinyNodeSpec{Module: module, Component: component, Ports: ports, Edges: edges}}
+}
+
+// pacerSettings sends rate messages a second from each replica, each with a
+// deadline of timeoutMs, every tenth one short enough to expire on its way.
+func pacerSettings(rate, inFlight, holdMs int) []v1alpha1.TinyNodePortConfig {
+	return settings(fmt.Sprintf(`{"rate": %d, "timeoutMs": 2000, "shortEvery": 10, "inFlight": %d, "holdMs": %d}`, rate, inFlight, holdMs))
+}
+
+func createNodes(t *testing.T, ctx context.Context, c client.Client, ns string, nodes ...*v1alpha1.TinyNode) {
+	t.Helper()
+	for _, n := range nodes {
+		n.Namespace = ns
+		if err := c.Create(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func createFlow(t *testing.T, ctx context.Context, c client.Client, ns string, p profile) {
 	t.Helper()
-	settings := func(raw string) []v1alpha1.TinyNodePortConfig {
-		return []v1alpha1.TinyNodePortConfig{{Port: v1alpha1.SettingsPort, Configuration: &apiextensionsv1.JSON{Raw: []byte(raw)}}}
-	}
-	node := func(name, module, component string, ports []v1alpha1.TinyNodePortConfig, edges ...v1alpha1.TinyNodeEdge) *v1alpha1.TinyNode {
-		return &v1alpha1.TinyNode{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-			Spec: v1alpha1.TinyNodeSpec{Module: module, Component: component, Ports: ports, Edges: edges}}
-	}
-	nodes := []*v1alpha1.TinyNode{
+	createNodes(t, ctx, c, ns,
 		node("b-sink", betaName, "probe", nil),
 		node("b-hold", betaName, "hold", nil),
 		node("tick", alphaName, "ticker", settings(`{"delay": 200, "context": {"tick": true}}`),
@@ -701,14 +715,9 @@ func createFlow(t *testing.T, ctx context.Context, c client.Client, ns string, p
 		node("a-sink", alphaName, "probe", nil),
 		// Every replica of alpha sends to beta: business traffic, with
 		// deadlines, every tenth one short enough to expire on its way.
-		node("a-pacer", alphaName, "pacer", settings(fmt.Sprintf(`{"rate": %d, "timeoutMs": 2000, "shortEvery": 10, "inFlight": 8, "holdMs": 5}`, p.pacerRate)),
+		node("a-pacer", alphaName, "pacer", pacerSettings(p.pacerRate, 8, 5),
 			v1alpha1.TinyNodeEdge{ID: "to-beta", Port: "out", To: "b-hold.in"}),
-	}
-	for _, n := range nodes {
-		if err := c.Create(ctx, n); err != nil {
-			t.Fatal(err)
-		}
-	}
+	)
 }
 
 func nodesReady(ctx context.Context, c client.Client, ns string) error {

@@ -47,6 +47,24 @@ type world struct {
 	mods        map[string]*fleet
 }
 
+// newWorld builds the module binary, takes the control plane's turn and
+// returns a world in a namespace of its own; the caller defers end.
+func newWorld(t *testing.T, p profile, seed uint64) *world {
+	bin := harness.Build(t, "./test/e2e/chaos/faultymodule") // before taking the control plane's turn
+	env := controlplanetest.Start(t)
+	w := &world{t: t, ctx: controlplanetest.Context(t, p.limit), env: env, cs: kubernetes.NewForConfigOrDie(env.Config),
+		cluster: harness.NewClusterWith(t, env.Kubeconfig, bin), ns: env.Namespace(t), p: p, seed: seed, tally: &faultproxy.Tally{},
+		wallAtZero: time.Now().Add(-leader.MonotonicNow()), done: make(chan struct{}), mods: map[string]*fleet{}}
+	t.Cleanup(func() { keepLogs(t, w.cluster.Dir) })
+	return w
+}
+
+// end stops the supervisors: replicas that exit from now on are the test's doing.
+func (w *world) end() {
+	close(w.done)
+	w.supervisors.Wait()
+}
+
 // over reports whether the test's body has ended.
 func (w *world) over() bool {
 	select {
@@ -83,6 +101,7 @@ type proc struct {
 	module  string
 	slot    int
 	metrics string
+	pprof   string // net/http/pprof's address, when the profile asks for it
 	started time.Time
 	// killed is set before the test kills it: any other exit is the
 	// process's own doing.
@@ -120,10 +139,15 @@ func (f *fleet) start(slot int) *proc {
 	kubeconfig := w.cluster.KubeconfigFor(id, proxied)
 	metrics := benchutil.FreeAddr()
 	p := &proc{module: f.name, slot: slot, metrics: metrics, started: time.Now()}
-	p.Process = w.cluster.Run(f.name, w.ns, id, "--kubeconfig", kubeconfig,
+	args := []string{"--kubeconfig", kubeconfig,
 		"--metrics-bind-address", metrics,
 		"--leader-journal", filepath.Join(w.cluster.Dir, "journal-"+id),
-		"--lease-duration", w.p.lease.String(), "--renew-deadline", w.p.renew.String(), "--retry-period", w.p.retry.String())
+		"--lease-duration", w.p.lease.String(), "--renew-deadline", w.p.renew.String(), "--retry-period", w.p.retry.String()}
+	if w.p.pprof {
+		p.pprof = benchutil.FreeAddr()
+		args = append(args, "--pprof-bind-address", p.pprof)
+	}
+	p.Process = w.cluster.Run(f.name, w.ns, id, args...)
 	f.mu.Lock()
 	f.live[slot] = p
 	f.all = append(f.all, p)
