@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
+	"github.com/tinymod/tinymod/internal/apicall"
 	"github.com/tinymod/tinymod/internal/leader"
 	"github.com/tinymod/tinymod/internal/scheduler"
 )
@@ -41,6 +43,10 @@ type TinyModuleReconciler struct {
 	Addr, LeaderAddr string
 	// Modules learns every other module's addresses. Optional.
 	Modules *AddressBook
+	// RequestTimeout bounds each API request of EnsureExists, so that a
+	// hung API server cannot hold start-up past RetryStartup's deadline.
+	// apicall.DefaultTimeout (30 s) if zero.
+	RequestTimeout time.Duration
 
 	resync chan event.GenericEvent
 }
@@ -104,14 +110,27 @@ func (r *TinyModuleReconciler) SetupWithManager(mgr manager.Manager) error {
 }
 
 // EnsureExists creates the TinyModule if it is missing. Any replica may.
+// Each request is bounded by RequestTimeout: RetryStartup checks its deadline
+// only between calls, so one call that hangs would hang start-up.
 func (r *TinyModuleReconciler) EnsureExists(ctx context.Context) error {
-	m := &v1alpha1.TinyModule{ObjectMeta: metav1.ObjectMeta{Name: r.Scheduler.Module().Name, Namespace: r.Namespace}}
+	name := r.Scheduler.Module().Name
+	key := client.ObjectKey{Namespace: r.Namespace, Name: name}
 	// Look before writing: readers write nothing when it is there.
-	if err := r.Reader.Get(ctx, client.ObjectKeyFromObject(m), &v1alpha1.TinyModule{}); err == nil {
+	err := apicall.Bounded(ctx, r.RequestTimeout, func(ctx context.Context) error {
+		return r.Reader.Get(ctx, key, &v1alpha1.TinyModule{})
+	})
+	switch {
+	case err == nil:
 		return nil
+	case errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil:
+		// Unanswered: a write would fare no better. The caller tries again.
+		return fmt.Errorf("get TinyModule %s: %w", name, err)
 	}
-	if err := r.Client.Create(ctx, m); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create TinyModule %s: %w", m.Name, err)
+	err = apicall.Bounded(ctx, r.RequestTimeout, func(ctx context.Context) error {
+		return r.Client.Create(ctx, &v1alpha1.TinyModule{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.Namespace}})
+	})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create TinyModule %s: %w", name, err)
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"hash/fnv"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -20,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
+	"github.com/tinymod/tinymod/internal/apicall"
 	"github.com/tinymod/tinymod/internal/leader"
 	"github.com/tinymod/tinymod/module"
 )
@@ -46,6 +48,11 @@ type Manager struct {
 	Leader leader.Source
 	// IngressClass, if set, is the Ingresses' ingressClassName.
 	IngressClass string
+	// RequestTimeout bounds each API call (a read, a write, or a
+	// create-or-update's read and write), so that a hung API server cannot
+	// hold a component's leader-only work for its whole term.
+	// apicall.DefaultTimeout (30 s) if zero.
+	RequestTimeout time.Duration
 }
 
 var _ module.ResourceManager = (*Manager)(nil)
@@ -80,10 +87,18 @@ func (m *Manager) labels(port int) map[string]string {
 // collector removes what it owns if the finalizer could not.
 func (m *Manager) owner(ctx context.Context) (metav1.OwnerReference, error) {
 	n := &v1alpha1.TinyNode{}
-	if err := m.Read.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: m.Node}, n); err != nil {
+	if err := m.bounded(ctx, func(ctx context.Context) error {
+		return m.Read.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: m.Node}, n)
+	}); err != nil {
 		return metav1.OwnerReference{}, fmt.Errorf("node %s: %w", m.Node, err)
 	}
 	return metav1.OwnerReference{APIVersion: v1alpha1.GroupVersion.String(), Kind: "TinyNode", Name: n.Name, UID: n.UID}, nil
+}
+
+// bounded runs one API call bounded by RequestTimeout: a hung API server
+// must not hold a component's leader-only work, which may last a whole term.
+func (m *Manager) bounded(ctx context.Context, call func(context.Context) error) error {
+	return apicall.Bounded(ctx, m.RequestTimeout, call)
 }
 
 // authorize confirms leadership for action and returns ctx carrying the term,
@@ -120,7 +135,7 @@ func (m *Manager) ExposePort(ctx context.Context, port int, hostnames ...string)
 	}
 	ing := &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: m.Namespace}}
 	if len(hostnames) == 0 {
-		return m.delete(ctx, ing)
+		return m.delete(ctx, "Ingress", ing)
 	}
 	prefix := networkingv1.PathTypePrefix
 	if err := m.createOrUpdate(ctx, ing, func() {
@@ -148,10 +163,10 @@ func (m *Manager) DisclosePort(ctx context.Context, port int) error {
 		return err
 	}
 	name := Name(m.Node, port)
-	if err := m.delete(ctx, &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: m.Namespace}}); err != nil {
+	if err := m.delete(ctx, "Ingress", &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: m.Namespace}}); err != nil {
 		return err
 	}
-	return m.delete(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: m.Namespace}})
+	return m.delete(ctx, "Service", &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: m.Namespace}})
 }
 
 // own labels the object and makes the node its owner, keeping other owners.
@@ -173,14 +188,18 @@ func (m *Manager) own(meta *metav1.ObjectMeta, owner metav1.OwnerReference, port
 
 // createOrUpdate reads obj uncached, applies mutate and writes it only if it
 // changed: a new leader finds and adopts what the last one made.
+// A call given up at its bound may still fill obj in later: on an error the
+// caller must leave obj alone.
 func (m *Manager) createOrUpdate(ctx context.Context, obj client.Object, mutate func()) error {
-	_, err := controllerutil.CreateOrUpdate(ctx, readThrough{m.Client, m.Read}, obj, func() error { mutate(); return nil })
-	return err
+	return m.bounded(ctx, func(ctx context.Context) error {
+		_, err := controllerutil.CreateOrUpdate(ctx, readThrough{m.Client, m.Read}, obj, func() error { mutate(); return nil })
+		return err
+	})
 }
 
-func (m *Manager) delete(ctx context.Context, obj client.Object) error {
-	if err := m.Client.Delete(ctx, obj); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("delete %s %s: %w", obj.GetObjectKind().GroupVersionKind().Kind, obj.GetName(), err)
+func (m *Manager) delete(ctx context.Context, kind string, obj client.Object) error {
+	if err := m.bounded(ctx, func(ctx context.Context) error { return m.Client.Delete(ctx, obj) }); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete %s %s: %w", kind, obj.GetName(), err)
 	}
 	return nil
 }
