@@ -90,6 +90,13 @@ type TinySignalReconciler struct {
 
 	inflight atomic.Int32 // deliveries under way, for a graceful stop to wait on
 
+	beganMu sync.Mutex
+	began   struct { // the signals' version when the current term began
+		term    *leader.Term
+		version uint64
+		ok      bool
+	}
+
 	mu        sync.Mutex
 	settled   map[types.UID]*settled  // signals whose delivery has ended here
 	notBefore map[types.UID]time.Time // signals waiting out a retry backoff
@@ -104,10 +111,31 @@ type settled struct {
 	message string // why it failed
 	written bool
 	at      time.Time
+	// writing is set while a deletion runs behind the node's worker, and
+	// failures counts the ones that failed, for the wake-up's backoff.
+	writing  bool
+	failures int
 }
 
 // SetupWithManager registers the reconciler and its cache index.
 func (r *TinySignalReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if err := r.prepare(); err != nil {
+		return err
+	}
+	// The index needs the API server's discovery, which may fail a request
+	// or two at start-up: try again for a while rather than stop.
+	err := RetryStartup(context.Background(), func() error {
+		return mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.TinySignal{}, signalNodeIndex,
+			func(o client.Object) []string { return []string{o.(*v1alpha1.TinySignal).Spec.Node} })
+	})
+	if err != nil {
+		return fmt.Errorf("index signals by node: %w", err)
+	}
+	return r.watch(mgr)
+}
+
+// prepare sets defaults and what delivery keeps.
+func (r *TinySignalReconciler) prepare() error {
 	if r.AcceptanceWindow == 0 {
 		r.AcceptanceWindow = DefaultAcceptanceWindow
 	}
@@ -126,18 +154,13 @@ func (r *TinySignalReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Name: "tinymod_signals_total", Help: "Signals processed by the leader, by result: delivered, retried or failed.",
 	}, []string{"result"})
 	var err error
-	if r.counter, err = metrics.Register(r.Metrics, r.counter); err != nil {
-		return err
-	}
-	// The index needs the API server's discovery, which may fail a request
-	// or two at start-up: try again for a while rather than stop.
-	err = RetryStartup(context.Background(), func() error {
-		return mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.TinySignal{}, signalNodeIndex,
-			func(o client.Object) []string { return []string{o.(*v1alpha1.TinySignal).Spec.Node} })
-	})
-	if err != nil {
-		return fmt.Errorf("index signals by node: %w", err)
-	}
+	r.counter, err = metrics.Register(r.Metrics, r.counter)
+	return err
+}
+
+// watch registers the controller: signals by their node, and the nodes whose
+// coming or going changes whose signals they are.
+func (r *TinySignalReconciler) watch(mgr ctrl.Manager) error {
 	module := r.Scheduler.Module().Name
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("tinysignal").
@@ -232,6 +255,9 @@ func (r *TinySignalReconciler) Drain(timeout time.Duration) bool {
 // Resync queues the nodes of every signal again: a new leader picks up
 // pending ones.
 func (r *TinySignalReconciler) Resync(ctx context.Context) {
+	if term := r.Leader.Current(); term != nil {
+		r.termBegan(ctx, term) // before any signal is looked at, so that new ones are
+	}
 	var list v1alpha1.TinySignalList
 	if err := r.Client.List(ctx, &list, client.InNamespace(r.Namespace)); err != nil {
 		return
@@ -308,6 +334,9 @@ func (r *TinySignalReconciler) next(ctx context.Context, node string) (*v1alpha1
 			continue
 		}
 		if st := r.settledOf(sig.UID); st != nil {
+			if r.writing(st) {
+				continue // its deletion is under way
+			}
 			if err := r.settle(ctx, sig, st); err != nil {
 				return nil, 0, err
 			}
@@ -410,6 +439,9 @@ func (r *TinySignalReconciler) deliver(ctx context.Context, term *leader.Term, s
 		attempted.Status.LastError = msg
 	}
 	r.mu.Unlock()
+	if r.claimAlongside(ctx, term, sig) {
+		return r.deliverClaiming(ctx, term, attempted)
+	}
 	if err := bounded(ctx, func(ctx context.Context) error { return r.Client.Status().Update(ctx, attempted) }); err != nil {
 		switch {
 		case apierrors.IsNotFound(err):
@@ -431,7 +463,80 @@ func (r *TinySignalReconciler) deliver(ctx context.Context, term *leader.Term, s
 	}
 	r.inflight.Add(1)
 	defer r.inflight.Add(-1)
+	return r.conclude(ctx, term, attempted, r.attempt(ctx, term, attempted))
+}
+
+// deliverClaiming is deliver's first attempt at a signal no earlier leader
+// can have seen: the claim (Delivering, one attempt) is written while Handle
+// runs rather than before, and Handle starts one API round trip sooner.
+func (r *TinySignalReconciler) deliverClaiming(ctx context.Context, term *leader.Term, attempted *v1alpha1.TinySignal) (time.Duration, error) {
+	if !term.Confirm("signal delivery " + attempted.Name) {
+		return 0, nil
+	}
+	r.inflight.Add(1)
+	defer r.inflight.Add(-1)
+	claim := attempted.DeepCopy() // Handle reads attempted meanwhile
+	claimed := make(chan error, 1)
+	go func() {
+		claimed <- bounded(ctx, func(ctx context.Context) error { return r.Client.Status().Update(ctx, claim) })
+	}()
 	result := r.attempt(ctx, term, attempted)
+	switch err := <-claimed; {
+	case err == nil:
+		attempted.ResourceVersion = claim.ResourceVersion
+	case apierrors.IsNotFound(err):
+		// Deleted while Handle ran: nothing is left to settle.
+		r.settle1(attempted.UID, &settled{written: true})
+		return 0, nil
+	default:
+		// Changed since the cache saw it, or the write failed: Handle has
+		// run all the same, and its outcome is settled as any other's. The
+		// attempt is not counted durably, as after any failed write.
+	}
+	return r.conclude(ctx, term, attempted, result)
+}
+
+// claimAlongside reports whether sig's claim may be written while its
+// Handle runs: it is the signal's first attempt, and the signal was created
+// after this term began, so no earlier leader can have delivered it and a
+// cache lagging behind an earlier leader's writes cannot show it as new.
+// Everything else is claimed before Handle, which a write conflict stops.
+func (r *TinySignalReconciler) claimAlongside(ctx context.Context, term *leader.Term, sig *v1alpha1.TinySignal) bool {
+	if sig.Status.Attempts != 0 || (sig.Status.Phase != "" && sig.Status.Phase != v1alpha1.SignalPending) {
+		return false
+	}
+	version, err := strconv.ParseUint(sig.ResourceVersion, 10, 64)
+	if err != nil {
+		return false
+	}
+	began, ok := r.termBegan(ctx, term)
+	return ok && version > began
+}
+
+// termBegan returns the signals' resource version read from the API server
+// after term began (a quorum read): a signal whose version is newer was
+// created after the term began, or written since, and a first attempt has
+// no earlier write.
+func (r *TinySignalReconciler) termBegan(ctx context.Context, term *leader.Term) (uint64, bool) {
+	r.beganMu.Lock()
+	defer r.beganMu.Unlock()
+	if r.began.term == term {
+		return r.began.version, r.began.ok
+	}
+	var list v1alpha1.TinySignalList
+	err := bounded(ctx, func(ctx context.Context) error {
+		return r.Reader.List(ctx, &list, client.InNamespace(r.Namespace), client.Limit(1))
+	})
+	if err != nil {
+		return 0, false // asked again for the next signal
+	}
+	version, err := strconv.ParseUint(list.ResourceVersion, 10, 64)
+	r.began.term, r.began.version, r.began.ok = term, version, err == nil
+	return r.began.version, r.began.ok
+}
+
+// conclude settles an attempt whose Handle has returned or been accepted.
+func (r *TinySignalReconciler) conclude(ctx context.Context, term *leader.Term, attempted *v1alpha1.TinySignal, result any) (time.Duration, error) {
 	if !term.Valid() {
 		return 0, nil // the lease was lost during the attempt: the next leader delivers it again
 	}
@@ -443,15 +548,16 @@ func (r *TinySignalReconciler) deliver(ctx context.Context, term *leader.Term, s
 	switch act {
 	case deleteSignal:
 		r.counter.WithLabelValues("delivered").Inc()
-		return 0, r.settle(settleCtx, attempted, r.settle1(sig.UID, &settled{}))
+		r.settleBehind(settleCtx, attempted, r.settle1(attempted.UID, &settled{}))
+		return 0, nil
 	case failSignal:
 		r.counter.WithLabelValues("failed").Inc()
-		return 0, r.settle(settleCtx, attempted, r.settle1(sig.UID, &settled{failed: true, message: resultMessage(result)}))
+		return 0, r.settle(settleCtx, attempted, r.settle1(attempted.UID, &settled{failed: true, message: resultMessage(result)}))
 	}
 	r.counter.WithLabelValues("retried").Inc()
 	r.mu.Lock()
-	r.notBefore[sig.UID] = time.Now().Add(wait)
-	r.lastError[sig.UID] = resultMessage(result)
+	r.notBefore[attempted.UID] = time.Now().Add(wait)
+	r.lastError[attempted.UID] = resultMessage(result)
 	r.mu.Unlock()
 	return wait, nil
 }
@@ -483,6 +589,45 @@ func (r *TinySignalReconciler) settle1(uid types.UID, st *settled) *settled {
 	delete(r.lastError, uid)
 	r.mu.Unlock()
 	return st
+}
+
+// settleBehind deletes a delivered signal while the node's worker goes on to
+// its next signal, which need not wait for the API server's answer: the
+// signal is settled here already and never handed over again. A deletion
+// that fails is tried again by the node's next pass, which a wake-up after a
+// backoff (100 ms doubling to 10 s) makes sure of. A graceful stop waits for
+// it as for a delivery.
+func (r *TinySignalReconciler) settleBehind(ctx context.Context, sig *v1alpha1.TinySignal, st *settled) {
+	r.mu.Lock()
+	st.writing = true
+	r.mu.Unlock()
+	r.inflight.Add(1)
+	go func() {
+		defer r.inflight.Add(-1)
+		err := r.settle(ctx, sig, st)
+		r.mu.Lock()
+		st.writing = false
+		if err != nil {
+			st.failures++
+		}
+		failures := st.failures
+		r.mu.Unlock()
+		if err != nil {
+			backoff := min(100*time.Millisecond<<min(failures-1, 7), 10*time.Second)
+			time.AfterFunc(backoff, func() {
+				select {
+				case r.resync <- event.GenericEvent{Object: sig}:
+				default: // the queue is full of wake-ups already
+				}
+			})
+		}
+	}()
+}
+
+func (r *TinySignalReconciler) writing(st *settled) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return st.writing
 }
 
 // settle writes what was decided for sig: its deletion, or its Failed status.
