@@ -41,12 +41,10 @@ type instance struct {
 	// message's context looks them up here (see msgContext).
 	values context.Context
 
-	// termCtx is ctx also ended by the leadership term termOf; one per term,
-	// so that system deliveries do not each hang a new child on ctx.
-	termMu   sync.Mutex
-	termOf   *leader.Term
-	termCtx  context.Context
-	termStop func() bool // unhooks termCtx from termOf's context
+	// termCtx is ctx also ended by the leadership term it was made in; one
+	// per term, so that system deliveries do not each hang a new child on ctx.
+	termMu  sync.Mutex
+	termCtx *termContext
 
 	// refresh re-reads the component's ports off the caller's goroutine
 	// (see refreshSoon).
@@ -158,8 +156,8 @@ func (inst *instance) discard() {
 	inst.cancel()
 	inst.markStarted() // nobody waits on an instance that is gone
 	inst.termMu.Lock()
-	if inst.termStop != nil {
-		inst.termStop() // a long term must not keep hooks of destroyed instances
+	if inst.termCtx != nil {
+		inst.termCtx.unhook() // a long term must not keep hooks of destroyed instances
 	}
 	inst.termMu.Unlock()
 	if d, ok := inst.component.(module.Destroyer); ok {
@@ -458,15 +456,84 @@ func (inst *instance) systemContext() context.Context {
 	}
 	inst.termMu.Lock()
 	defer inst.termMu.Unlock()
-	if inst.termOf != term {
-		if inst.termStop != nil {
-			inst.termStop() // the last term's hook goes with it
+	if inst.termCtx == nil || inst.termCtx.term != term {
+		if inst.termCtx != nil {
+			inst.termCtx.unhook() // the last term's hook goes with it
 		}
-		ctx, cancel := context.WithCancel(inst.ctx)
-		inst.termStop = context.AfterFunc(term.Context(), cancel)
-		inst.termOf, inst.termCtx = term, ctx
+		inst.termCtx = &termContext{Context: inst.ctx, term: term}
 	}
 	return inst.termCtx
+}
+
+// termContext is an instance's context also ended by a leadership term. The
+// context that merges the two, with its hook on the term, is made the first
+// time Done is asked for: most components never ask, and on a leader with
+// thousands of nodes a hook each costs most of a kilobyte a node.
+type termContext struct {
+	context.Context // the instance's: values, and its own end
+	term            *leader.Term
+
+	mu     sync.Mutex
+	merged atomic.Pointer[mergedContext]
+	gone   bool // unhooked: Done makes no new hook
+}
+
+type mergedContext struct {
+	ctx  context.Context
+	stop func() bool // unhooks ctx from the term's context
+}
+
+func (c *termContext) Done() <-chan struct{} {
+	if m := c.merged.Load(); m != nil {
+		return m.ctx.Done()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if m := c.merged.Load(); m != nil {
+		return m.ctx.Done()
+	}
+	ctx, cancel := context.WithCancel(c.Context)
+	m := &mergedContext{ctx: ctx, stop: func() bool { return false }}
+	if c.gone {
+		cancel() // the instance or its term is over: so is this
+	} else {
+		m.stop = context.AfterFunc(c.term.Context(), cancel)
+	}
+	c.merged.Store(m)
+	return ctx.Done()
+}
+
+func (c *termContext) Err() error {
+	if m := c.merged.Load(); m != nil {
+		return m.ctx.Err()
+	}
+	if err := c.Context.Err(); err != nil {
+		return err
+	}
+	if c.term.Context().Err() == nil {
+		return nil
+	}
+	<-c.Done() // the term is over: merged now, so that context.Cause agrees
+	return c.merged.Load().ctx.Err()
+}
+
+// Value finds the merged context's cancelCtx once there is one, so that
+// contexts derived from this one hang on it rather than start a goroutine.
+func (c *termContext) Value(key any) any {
+	if m := c.merged.Load(); m != nil {
+		return m.ctx.Value(key)
+	}
+	return c.Context.Value(key)
+}
+
+// unhook removes the hook on the term, if one was made.
+func (c *termContext) unhook() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gone = true
+	if m := c.merged.Load(); m != nil {
+		m.stop()
+	}
 }
 
 func (inst *instance) portLocked(name string) *port {

@@ -655,3 +655,48 @@ func leaderIf(leading bool) leader.Source {
 	}
 	return leader.Never
 }
+
+// TestSystemContextsHookTheTermOnlyWhenAsked: a leader's system context
+// hangs nothing on the term until a component asks for Done (thousands of
+// nodes would each keep a hook), and ends with the term all the same.
+func TestSystemContextsHookTheTermOnlyWhenAsked(t *testing.T) {
+	l := &leader.Manual{}
+	l.Start()
+	s, err := New(Options{Module: module.Info{Name: "m"}, Components: []module.Component{&relay{destroyed: &atomic.Int32{}}}, Leader: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	for _, name := range []string{"a", "b"} {
+		s.Update(context.Background(), &v1alpha1.TinyNode{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.TinyNodeSpec{Module: "m", Component: "relay"}})
+	}
+	contextOf := func(name string) context.Context {
+		r := s.instance(name).component.(*relay)
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.lastContext
+	}
+	a, b := contextOf("a"), contextOf("b")
+	if m := s.instance("a").termCtx.merged.Load(); m != nil {
+		t.Fatal("a system context hooked the term before anyone asked for Done")
+	}
+	derived, cancel := context.WithCancel(b) // asks b for Done
+	defer cancel()
+	if s.instance("b").termCtx.merged.Load() == nil {
+		t.Fatal("a context derived from a system context is not hooked to the term")
+	}
+	if a.Err() != nil || derived.Err() != nil {
+		t.Fatalf("contexts ended within the term: %v, %v", a.Err(), derived.Err())
+	}
+	l.Stop()
+	if !errors.Is(a.Err(), context.Canceled) || context.Cause(a) == nil {
+		t.Errorf("the term ended; a context never asked for Done has Err %v, Cause %v", a.Err(), context.Cause(a))
+	}
+	for _, ctx := range []context.Context{a, derived} {
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Second):
+			t.Error("the term ended and a system context, or one derived from it, did not")
+		}
+	}
+}
