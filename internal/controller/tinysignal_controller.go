@@ -99,6 +99,7 @@ type TinySignalReconciler struct {
 
 	mu        sync.Mutex
 	settled   map[types.UID]*settled  // signals whose delivery has ended here
+	unwritten map[string]int          // by node: settled signals whose deletion or Failed has not landed
 	notBefore map[types.UID]time.Time // signals waiting out a retry backoff
 	lastError map[types.UID]string    // a retried signal's error, for its next status write
 }
@@ -109,6 +110,7 @@ type TinySignalReconciler struct {
 type settled struct {
 	failed  bool   // else delivered
 	message string // why it failed
+	node    string
 	written bool
 	at      time.Time
 	// writing is set while a deletion runs behind the node's worker, and
@@ -148,6 +150,7 @@ func (r *TinySignalReconciler) prepare() error {
 	r.retry = defaultRetry
 	r.resync = make(chan event.GenericEvent, 4096)
 	r.settled = map[types.UID]*settled{}
+	r.unwritten = map[string]int{}
 	r.notBefore = map[types.UID]time.Time{}
 	r.lastError = map[types.UID]string{}
 	r.counter = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -357,7 +360,7 @@ func (r *TinySignalReconciler) next(ctx context.Context, node string) (*v1alpha1
 		}
 		pending = append(pending, sig)
 	}
-	r.forgetSettled(present)
+	r.forgetSettled(node, present)
 	if len(pending) == 0 {
 		return nil, wait, nil
 	}
@@ -387,11 +390,14 @@ func (r *TinySignalReconciler) backoffLeft(uid types.UID) time.Duration {
 
 // forgetSettled drops what this replica remembers of signals the cache no
 // longer shows, once the cache has had time to catch up with their deletion.
-func (r *TinySignalReconciler) forgetSettled(present map[types.UID]bool) {
+func (r *TinySignalReconciler) forgetSettled(node string, present map[types.UID]bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for uid, st := range r.settled {
-		if !present[uid] && st.written && time.Since(st.at) > time.Minute {
+		// present lists node's signals only: another node's unwritten
+		// record is still wanted.
+		if !present[uid] && (st.written || st.node == node) && time.Since(st.at) > time.Minute {
+			r.written(st) // gone, whoever deleted it
 			delete(r.settled, uid)
 		}
 	}
@@ -448,7 +454,7 @@ func (r *TinySignalReconciler) deliver(ctx context.Context, term *leader.Term, s
 			// Deleted meanwhile: remember it as settled, so that a cache
 			// that still shows it does not make this worker try again and
 			// again.
-			r.settle1(sig.UID, &settled{written: true})
+			r.settle1(sig, &settled{written: true})
 			return 0, nil
 		case apierrors.IsConflict(err):
 			// Written since the cache saw it (by this leader a moment ago, the
@@ -481,12 +487,17 @@ func (r *TinySignalReconciler) deliverClaiming(ctx context.Context, term *leader
 		claimed <- bounded(ctx, func(ctx context.Context) error { return r.Client.Status().Update(ctx, claim) })
 	}()
 	result := r.attempt(ctx, term, attempted)
+	if act, _ := r.retry.next(classify(result), attempted.Status.Attempts); act == deleteSignal {
+		// Delivered: the deletion supersedes the claim and need not wait
+		// for it (a claim that lands after it finds nothing).
+		return r.conclude(ctx, term, attempted, result)
+	}
 	switch err := <-claimed; {
 	case err == nil:
 		attempted.ResourceVersion = claim.ResourceVersion
 	case apierrors.IsNotFound(err):
 		// Deleted while Handle ran: nothing is left to settle.
-		r.settle1(attempted.UID, &settled{written: true})
+		r.settle1(attempted, &settled{written: true})
 		return 0, nil
 	default:
 		// Changed since the cache saw it, or the write failed: Handle has
@@ -499,10 +510,20 @@ func (r *TinySignalReconciler) deliverClaiming(ctx context.Context, term *leader
 // claimAlongside reports whether sig's claim may be written while its
 // Handle runs: it is the signal's first attempt, and the signal was created
 // after this term began, so no earlier leader can have delivered it and a
-// cache lagging behind an earlier leader's writes cannot show it as new.
-// Everything else is claimed before Handle, which a write conflict stops.
+// cache lagging behind an earlier leader's writes cannot show it as new; and
+// every signal this replica settled for the node has had its deletion (or
+// Failed) land, so that a leader cut off from the API server has at most one
+// signal per node whose Handle ran and whose outcome is not written, the one
+// the next leader delivers again. Everything else is claimed before Handle,
+// which a write conflict, or an API server out of reach, stops.
 func (r *TinySignalReconciler) claimAlongside(ctx context.Context, term *leader.Term, sig *v1alpha1.TinySignal) bool {
 	if sig.Status.Attempts != 0 || (sig.Status.Phase != "" && sig.Status.Phase != v1alpha1.SignalPending) {
+		return false
+	}
+	r.mu.Lock()
+	unwritten := r.unwritten[sig.Spec.Node]
+	r.mu.Unlock()
+	if unwritten > 0 {
 		return false
 	}
 	version, err := strconv.ParseUint(sig.ResourceVersion, 10, 64)
@@ -548,11 +569,11 @@ func (r *TinySignalReconciler) conclude(ctx context.Context, term *leader.Term, 
 	switch act {
 	case deleteSignal:
 		r.counter.WithLabelValues("delivered").Inc()
-		r.settleBehind(settleCtx, attempted, r.settle1(attempted.UID, &settled{}))
+		r.settleBehind(settleCtx, attempted, r.settle1(attempted, &settled{}))
 		return 0, nil
 	case failSignal:
 		r.counter.WithLabelValues("failed").Inc()
-		return 0, r.settle(settleCtx, attempted, r.settle1(attempted.UID, &settled{failed: true, message: resultMessage(result)}))
+		return 0, r.settle(settleCtx, attempted, r.settle1(attempted, &settled{failed: true, message: resultMessage(result)}))
 	}
 	r.counter.WithLabelValues("retried").Inc()
 	r.mu.Lock()
@@ -581,12 +602,18 @@ func (r *TinySignalReconciler) waitFresh(ctx context.Context, sig *v1alpha1.Tiny
 }
 
 // settle1 records how a signal's delivery ended here and returns the record.
-func (r *TinySignalReconciler) settle1(uid types.UID, st *settled) *settled {
-	st.at = time.Now()
+func (r *TinySignalReconciler) settle1(sig *v1alpha1.TinySignal, st *settled) *settled {
+	st.at, st.node = time.Now(), sig.Spec.Node
 	r.mu.Lock()
-	r.settled[uid] = st
-	delete(r.notBefore, uid)
-	delete(r.lastError, uid)
+	if old := r.settled[sig.UID]; old != nil {
+		r.written(old)
+	}
+	r.settled[sig.UID] = st
+	if !st.written {
+		r.unwritten[st.node]++
+	}
+	delete(r.notBefore, sig.UID)
+	delete(r.lastError, sig.UID)
 	r.mu.Unlock()
 	return st
 }
@@ -646,9 +673,20 @@ func (r *TinySignalReconciler) settle(ctx context.Context, sig *v1alpha1.TinySig
 		return err
 	}
 	r.mu.Lock()
-	st.written, st.at = true, time.Now()
+	r.written(st)
 	r.mu.Unlock()
 	return nil
+}
+
+// written marks st written, and no longer its node's to wait for; the caller
+// holds mu.
+func (r *TinySignalReconciler) written(st *settled) {
+	if !st.written {
+		if r.unwritten[st.node]--; r.unwritten[st.node] <= 0 {
+			delete(r.unwritten, st.node)
+		}
+	}
+	st.written, st.at = true, time.Now()
 }
 
 func resultMessage(result any) string {

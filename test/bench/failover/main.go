@@ -327,9 +327,15 @@ func signalLatency(cp *controlplane.ControlPlane, c client.WithWatch, n int) err
 		}
 	}()
 
-	var handled, watched []time.Duration
+	var handled, watched, spaced []time.Duration
 	data, _ := json.Marshal("ping")
-	for i := range n {
+	// Back to back: each signal is created as soon as the last one's Handle
+	// ran, while the leader is still deleting it. Then spaced: a pause
+	// before each, as between presses of a button.
+	for i := range 2 * n {
+		if i >= n {
+			time.Sleep(20 * time.Millisecond)
+		}
 		name := fmt.Sprintf("s-%d", i)
 		sig := &v1alpha1.TinySignal{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 			Spec: v1alpha1.TinySignalSpec{Node: "target", Port: "in", Data: &apiextensionsv1.JSON{Raw: data}}}
@@ -349,21 +355,30 @@ func signalLatency(cp *controlplane.ControlPlane, c client.WithWatch, n int) err
 		if err != nil {
 			return fmt.Errorf("signal %s: %w", name, err)
 		}
-		handled = append(handled, at.Sub(start))
+		if i < n {
+			handled = append(handled, at.Sub(start))
+		} else {
+			spaced = append(spaced, at.Sub(start))
+		}
 	}
 	fmt.Println()
 	fmt.Printf("%-34s %7s %10s %10s %10s\n", "signal latency", "signals", "p50", "p99", "max")
 	for _, row := range []struct {
 		name string
 		ds   []time.Duration
-	}{{"create → watch event (baseline)", watched}, {"create → Handle on the leader", handled}} {
+	}{{"create → watch event (baseline)", watched}, {"create → Handle, back to back", handled}, {"create → Handle, 20 ms apart", spaced}} {
 		p50, p99, mx := stats(row.ds)
 		fmt.Printf("%-34s %7d %10s %10s %10s\n", row.name, len(row.ds), round(p50), round(p99), round(mx))
 	}
-	h50, h99, _ := stats(handled)
 	w50, w99, _ := stats(watched)
-	addRow(benchutil.Row{Figure: "signal create → Handle on the leader, p50 / p99", Value: round(h50).String() + " / " + round(h99).String(),
-		Anchor: "bare watch of the same creates", AnchorValue: round(w50).String() + " / " + round(w99).String(),
-		Ratio: fmt.Sprintf("%.2f×", float64(h50)/float64(w50)), Goal: "p50 ≤ 20 ms"})
+	for _, row := range []struct {
+		figure string
+		ds     []time.Duration
+	}{{"signal create → Handle on the leader, 20 ms apart, p50 / p99", spaced}, {"signal create → Handle on the leader, back to back, p50 / p99", handled}} {
+		h50, h99, _ := stats(row.ds)
+		addRow(benchutil.Row{Figure: row.figure, Value: round(h50).String() + " / " + round(h99).String(),
+			Anchor: "bare watch of the same creates", AnchorValue: round(w50).String() + " / " + round(w99).String(),
+			Ratio: fmt.Sprintf("%.2f×", float64(h50)/float64(w50)), Goal: "p50 ≤ 1.5× the watch"})
+	}
 	return nil
 }
