@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -31,10 +30,10 @@ func TestEnsureExistsHasDeadlines(t *testing.T) {
 	env := controlplanetest.Start(t)
 	ns := env.Namespace(t)
 	ctx := controlplanetest.Context(t, 3*time.Minute)
-	h := &hang{}
-	t.Cleanup(h.answer)
+	h := &controlplanetest.Hang{}
+	t.Cleanup(h.Answer)
 	cfg := rest.CopyConfig(env.Config)
-	cfg.Wrap(h.wrap)
+	cfg.Wrap(h.Wrap)
 	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
 	if err != nil {
 		t.Fatal(err)
@@ -68,11 +67,11 @@ func TestEnsureExistsHasDeadlines(t *testing.T) {
 	}
 
 	// Nothing answered, not even the discovery of the kind.
-	h.hold(every)
-	if ok, err := h.returns(t, limit, "EnsureExists, nothing answered", func() error { return r.EnsureExists(ctx) }); ok && !errors.Is(err, context.DeadlineExceeded) {
+	h.Hold(controlplanetest.Every)
+	if ok, err := h.Returns(t, limit, "EnsureExists, nothing answered", func() error { return r.EnsureExists(ctx) }); ok && !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("EnsureExists, nothing answered: %v, want DeadlineExceeded", err)
 	}
-	h.answer()
+	h.Answer()
 	if err := patient.EnsureExists(ctx); err != nil || !exists() {
 		t.Fatalf("EnsureExists, answered again: %v; the TinyModule exists: %v", err, exists())
 	}
@@ -80,7 +79,7 @@ func TestEnsureExistsHasDeadlines(t *testing.T) {
 
 	// Start-up: RetryStartup tries again after each call given up at its
 	// bound, and succeeds once the API server answers.
-	h.hold(every)
+	h.Hold(controlplanetest.Every)
 	var (
 		mu       sync.Mutex
 		attempts int
@@ -118,7 +117,7 @@ func TestEnsureExistsHasDeadlines(t *testing.T) {
 			t.Errorf("start-up with a hung API server: EnsureExists failed with %v, want DeadlineExceeded", err)
 		}
 	}
-	h.answer()
+	h.Answer()
 	select {
 	case err := <-done:
 		if err != nil || !exists() {
@@ -130,102 +129,15 @@ func TestEnsureExistsHasDeadlines(t *testing.T) {
 	remove()
 
 	// Only the create is held: the read finds nothing, the write is given up.
-	h.hold(requests(http.MethodPost, "/tinymodules"))
-	if ok, err := h.returns(t, limit, "EnsureExists, the create held", func() error { return r.EnsureExists(ctx) }); ok && !errors.Is(err, context.DeadlineExceeded) {
+	h.Hold(controlplanetest.Requests(http.MethodPost, "/tinymodules"))
+	if ok, err := h.Returns(t, limit, "EnsureExists, the create held", func() error { return r.EnsureExists(ctx) }); ok && !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("EnsureExists, the create held: %v, want DeadlineExceeded", err)
 	}
-	if h.heldCount() == 0 {
+	if h.Held() == 0 {
 		t.Error("EnsureExists, the create held: no request was held: the step proves nothing")
 	}
-	h.answer()
+	h.Answer()
 	if err := patient.EnsureExists(ctx); err != nil || !exists() {
 		t.Errorf("EnsureExists, answered again: %v; the TinyModule exists: %v", err, exists())
-	}
-}
-
-// hang holds the API requests it is told to, as a hung API server does:
-// until it answers again, or until the request's own context ends.
-type hang struct {
-	mu      sync.Mutex
-	match   func(*http.Request) bool
-	release chan struct{}
-	held    int // requests held since the last hold
-}
-
-// hold holds the requests match selects, from now until answer.
-func (h *hang) hold(match func(*http.Request) bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.match, h.release, h.held = match, make(chan struct{}), 0
-}
-
-// answer lets the held requests, and all later ones, through.
-func (h *hang) answer() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.match != nil {
-		close(h.release)
-		h.match = nil
-	}
-}
-
-func (h *hang) heldCount() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.held
-}
-
-func (h *hang) wrap(rt http.RoundTripper) http.RoundTripper {
-	return hangTrip(func(req *http.Request) (*http.Response, error) {
-		h.mu.Lock()
-		release, holding := h.release, h.match != nil && h.match(req)
-		if holding {
-			h.held++
-		}
-		h.mu.Unlock()
-		if holding {
-			select {
-			case <-release:
-			case <-req.Context().Done():
-				return nil, req.Context().Err()
-			}
-		}
-		return rt.RoundTrip(req)
-	})
-}
-
-// returns runs call and gives its error, or fails the test if call has not
-// returned within limit; then it answers, so that call can end.
-func (h *hang) returns(t *testing.T, limit time.Duration, what string, call func() error) (bool, error) {
-	t.Helper()
-	done := make(chan error, 1)
-	start := time.Now()
-	go func() { done <- call() }()
-	select {
-	case err := <-done:
-		t.Logf("%s: returned after %s: %v", what, time.Since(start).Round(time.Millisecond), err)
-		return true, err
-	case <-time.After(limit):
-	}
-	h.answer()
-	select {
-	case err := <-done:
-		t.Errorf("%s: still blocked %s after the API server stopped answering (answered, it returned %v)", what, limit, err)
-	case <-time.After(time.Minute):
-		t.Errorf("%s: still blocked %s after the API server stopped answering, and a minute after it answered again", what, limit)
-	}
-	return false, nil
-}
-
-type hangTrip func(*http.Request) (*http.Response, error)
-
-func (f hangTrip) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
-
-func every(*http.Request) bool { return true }
-
-// requests selects the requests of method whose path holds pathPart.
-func requests(method, pathPart string) func(*http.Request) bool {
-	return func(req *http.Request) bool {
-		return req.Method == method && strings.Contains(req.URL.Path, pathPart)
 	}
 }

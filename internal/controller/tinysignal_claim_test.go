@@ -101,15 +101,6 @@ func (f *frozenSignals) freeze(items []v1alpha1.TinySignal) {
 	f.mu.Unlock()
 }
 
-// requestHold holds the requests it matches until released.
-type requestHold struct {
-	match   func(*http.Request) bool
-	mu      sync.Mutex
-	holding bool
-	held    int
-	release chan struct{}
-}
-
 func claims(req *http.Request) bool {
 	return req.Method == http.MethodPut && strings.Contains(req.URL.Path, "/tinysignals/") && strings.HasSuffix(req.URL.Path, "/status")
 }
@@ -118,50 +109,6 @@ func deletions(req *http.Request) bool {
 	return req.Method == http.MethodDelete && strings.Contains(req.URL.Path, "/tinysignals/")
 }
 
-func (h *requestHold) wrap(rt http.RoundTripper) http.RoundTripper {
-	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
-		if h.match(req) {
-			h.mu.Lock()
-			hold, release := h.holding, h.release
-			if hold {
-				h.held++
-			}
-			h.mu.Unlock()
-			if hold {
-				select {
-				case <-release:
-				case <-req.Context().Done():
-					return nil, req.Context().Err()
-				}
-			}
-		}
-		return rt.RoundTrip(req)
-	})
-}
-
-func (h *requestHold) heldNow() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.held
-}
-
-func (h *requestHold) start() {
-	h.mu.Lock()
-	h.holding = true
-	h.mu.Unlock()
-}
-
-func (h *requestHold) letGo() {
-	h.mu.Lock()
-	h.holding = false
-	close(h.release)
-	h.mu.Unlock()
-}
-
-type roundTripFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
-
 // signalFixture is one node of module m, run by a real scheduler, with the
 // signal reconciler called by the test: its reads of signals may be frozen,
 // and its requests held.
@@ -169,7 +116,8 @@ type signalFixture struct {
 	ctx     context.Context
 	ns      string
 	c       client.Client
-	hold    *requestHold
+	hold    *controlplanetest.Hang
+	held    func(*http.Request) bool
 	reads   *frozenSignals
 	terms   *leader.Manual
 	comp    *counter
@@ -180,9 +128,9 @@ type signalFixture struct {
 func newSignalFixture(t *testing.T, held func(*http.Request) bool) *signalFixture {
 	env := controlplanetest.Start(t)
 	f := &signalFixture{ns: env.Namespace(t), ctx: controlplanetest.Context(t, 2*time.Minute), c: env.Client,
-		hold: &requestHold{match: held, release: make(chan struct{})}, terms: &leader.Manual{}, comp: &counter{runs: map[int]int{}}}
+		hold: &controlplanetest.Hang{}, held: held, terms: &leader.Manual{}, comp: &counter{runs: map[int]int{}}}
 	cfg := rest.CopyConfig(env.Config)
-	cfg.WrapTransport = f.hold.wrap
+	cfg.Wrap(f.hold.Wrap)
 	writes, err := client.New(cfg, client.Options{Scheme: f.c.Scheme()})
 	if err != nil {
 		t.Fatal(err)
@@ -193,6 +141,7 @@ func newSignalFixture(t *testing.T, held func(*http.Request) bool) *signalFixtur
 		t.Fatal(err)
 	}
 	t.Cleanup(sched.Stop)
+	t.Cleanup(f.hold.Answer)
 	status := &controller.StatusWriter{Client: f.c, Reader: f.c, Namespace: f.ns, Leader: f.terms}
 	nodes := &controller.TinyNodeReconciler{Client: f.c, Scheduler: sched, Leader: f.terms, Status: status, Namespace: f.ns}
 	f.signals = &controller.TinySignalReconciler{Client: f.reads, Reader: f.c, Scheduler: sched, Leader: f.terms, Namespace: f.ns}
@@ -280,16 +229,16 @@ func TestSignalsAreClaimedBeforeHandleUnlessNewInTheTerm(t *testing.T) {
 	f.reads.freeze(nil)
 
 	// press-1 is created in the term: Handle runs while its claim is held.
-	f.hold.start()
+	f.hold.Hold(f.held)
 	fresh := f.press(t, 1)
 	done := f.reconcile()
 	poll(t, 30*time.Second, func() error {
-		if f.comp.count(1) == 0 || f.hold.heldNow() == 0 {
-			return fmt.Errorf("Handle ran %d times, %d claims held", f.comp.count(1), f.hold.heldNow())
+		if f.comp.count(1) == 0 || f.hold.Held() == 0 {
+			return fmt.Errorf("Handle ran %d times, %d claims held", f.comp.count(1), f.hold.Held())
 		}
 		return nil
 	})
-	f.hold.letGo()
+	f.hold.Answer()
 	f.ended(t, done)
 	poll(t, 30*time.Second, func() error { return f.gone(fresh) })
 	if n := f.comp.count(1); n != 1 {
@@ -304,12 +253,12 @@ func TestADeliveredSignalsDeletionDoesNotHoldTheNext(t *testing.T) {
 	f := newSignalFixture(t, deletions)
 	f.terms.Start()
 	f.signals.Resync(f.ctx)
-	f.hold.start()
+	f.hold.Hold(f.held)
 	first := f.press(t, 1)
 	f.ended(t, f.reconcile())
 	poll(t, 30*time.Second, func() error {
-		if f.comp.count(1) != 1 || f.hold.heldNow() == 0 {
-			return fmt.Errorf("press-1 ran %d times, %d deletions held", f.comp.count(1), f.hold.heldNow())
+		if f.comp.count(1) != 1 || f.hold.Held() == 0 {
+			return fmt.Errorf("press-1 ran %d times, %d deletions held", f.comp.count(1), f.hold.Held())
 		}
 		return nil
 	})
@@ -321,7 +270,7 @@ func TestADeliveredSignalsDeletionDoesNotHoldTheNext(t *testing.T) {
 		}
 		return nil
 	})
-	f.hold.letGo()
+	f.hold.Answer()
 	f.ended(t, done)
 	for _, s := range []*v1alpha1.TinySignal{first, second} {
 		poll(t, 30*time.Second, func() error { return f.gone(s) })

@@ -18,7 +18,7 @@ import (
 	"github.com/tinymod/tinymod/internal/leader"
 )
 
-// TestMembershipCallsHaveDeadlines: while the API server holds every Lease
+// TestMembershipCallsHaveDeadlines: while the API server holds controlplanetest.Every Lease
 // request, each renewal of the membership Lease and each collection of
 // expired ones is given up at its bound (the renewal period, at least a
 // second) and the next one tries again; once
@@ -28,10 +28,10 @@ func TestMembershipCallsHaveDeadlines(t *testing.T) {
 	env := controlplanetest.Start(t)
 	ns := env.Namespace(t)
 	ctx := controlplanetest.Context(t, 2*time.Minute)
-	h := &hang{}
-	t.Cleanup(h.answer)
+	h := &controlplanetest.Hang{}
+	t.Cleanup(h.Answer)
 	cfg := rest.CopyConfig(env.Config)
-	cfg.Wrap(h.wrap)
+	cfg.Wrap(h.Wrap)
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -42,12 +42,12 @@ func TestMembershipCallsHaveDeadlines(t *testing.T) {
 	}
 	var logs lines
 	const (
-		duration = 1500 * time.Millisecond // renewed every 500 ms
+		duration = 1500 * time.Millisecond // renewed controlplanetest.Every 500 ms
 		bound    = time.Second             // max(renewal period, 1 s)
 		slack    = 5 * time.Second         // what a loaded machine may add
 	)
 	m := &leader.Membership{Client: cs, Namespace: ns, Module: "m", Identity: "me", Addr: "10.0.0.2:8483", Duration: duration,
-		GCAfter: 2 * time.Second, // collects every renewal period or two
+		GCAfter: 2 * time.Second, // collects controlplanetest.Every renewal period or two
 		Log:     funcr.New(logs.add, funcr.Options{Verbosity: 1})}
 	mctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -57,7 +57,7 @@ func TestMembershipCallsHaveDeadlines(t *testing.T) {
 	}()
 	t.Cleanup(func() {
 		stop()
-		h.answer()
+		h.Answer()
 		select {
 		case <-done:
 		case <-time.After(30 * time.Second):
@@ -82,12 +82,12 @@ func TestMembershipCallsHaveDeadlines(t *testing.T) {
 
 	// Hung: each renewal is given up at the bound, and the next one tries.
 	leases := func(r *http.Request) bool { return strings.Contains(r.URL.Path, "/leases") }
-	h.hold(leases)
-	count := func(given []giveUp) (renewals, lists int) {
+	h.Hold(leases)
+	count := func(given []controlplanetest.GiveUp) (renewals, lists int) {
 		for _, g := range given {
-			if strings.HasSuffix(g.request, "/"+own) {
+			if strings.HasSuffix(g.Request, "/"+own) {
 				renewals++
-			} else if strings.HasPrefix(g.request, http.MethodGet) {
+			} else if strings.HasPrefix(g.Request, http.MethodGet) {
 				lists++
 			}
 		}
@@ -95,19 +95,19 @@ func TestMembershipCallsHaveDeadlines(t *testing.T) {
 	}
 	wait := 6*bound + slack
 	for deadline := time.Now().Add(wait); time.Now().Before(deadline); {
-		if renewals, lists := count(h.givenUp()); renewals >= 2 && lists >= 1 {
+		if renewals, lists := count(h.GivenUp()); renewals >= 2 && lists >= 1 {
 			break
 		}
 		time.Sleep(20 * time.Millisecond) // polling the held requests
 	}
-	givenUp := h.givenUp()
+	givenUp := h.GivenUp()
 	if renewals, lists := count(givenUp); renewals < 2 || lists < 1 {
 		t.Errorf("hung API server: in %s, %d renewal requests and %d collections given up, want 2 or more and 1 or more (held: %d)",
-			wait, renewals, lists, h.heldCount())
+			wait, renewals, lists, h.Held())
 	}
 	for _, g := range givenUp {
-		if g.waited > bound+slack {
-			t.Errorf("%s held for %s before it was given up, bound %s", g.request, g.waited, bound)
+		if g.Waited > bound+slack {
+			t.Errorf("%s held for %s before it was given up, bound %s", g.Request, g.Waited, bound)
 		}
 	}
 	if len(givenUp) > 0 && !logs.contain("context deadline exceeded") {
@@ -115,7 +115,7 @@ func TestMembershipCallsHaveDeadlines(t *testing.T) {
 	}
 
 	// Answered again: the Lease is renewed.
-	h.answer()
+	h.Answer()
 	answered := time.Now()
 	controlplanetest.Eventually(t, 10*time.Second, func() error {
 		if at := renewed(); !at.After(answered) {
@@ -125,7 +125,7 @@ func TestMembershipCallsHaveDeadlines(t *testing.T) {
 	})
 
 	// Stopping while hung: the last delete is given up at its 5 s bound.
-	h.hold(leases)
+	h.Hold(leases)
 	stop()
 	select {
 	case <-done:
@@ -133,13 +133,13 @@ func TestMembershipCallsHaveDeadlines(t *testing.T) {
 		t.Errorf("membership still running %s after it was stopped with the API server hung", bound+5*time.Second+slack)
 	}
 	deleted := false
-	for _, g := range h.givenUp() {
-		deleted = deleted || strings.HasPrefix(g.request, http.MethodDelete)
+	for _, g := range h.GivenUp() {
+		deleted = deleted || strings.HasPrefix(g.Request, http.MethodDelete)
 	}
 	if !deleted {
-		t.Errorf("no delete of the membership lease was held and given up: the step proves nothing (given up: %v)", h.givenUp())
+		t.Errorf("no delete of the membership lease was held and given up: the step proves nothing (given up: %v)", h.GivenUp())
 	}
-	h.answer()
+	h.Answer()
 }
 
 // lines collects what a logger writes.
@@ -165,76 +165,3 @@ func (l *lines) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
-
-// hang holds the API requests it is told to, as a hung API server does:
-// until it answers again, or until the request's own context ends.
-type hang struct {
-	mu      sync.Mutex
-	match   func(*http.Request) bool
-	release chan struct{}
-	held    int      // requests held since the last hold
-	gaveUp  []giveUp // the held requests whose callers gave up, since the last hold
-}
-
-type giveUp struct {
-	request string
-	waited  time.Duration
-}
-
-// hold holds the requests match selects, from now until answer.
-func (h *hang) hold(match func(*http.Request) bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.match, h.release, h.held, h.gaveUp = match, make(chan struct{}), 0, nil
-}
-
-// answer lets the held requests, and all later ones, through.
-func (h *hang) answer() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.match != nil {
-		close(h.release)
-		h.match = nil
-	}
-}
-
-func (h *hang) heldCount() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.held
-}
-
-func (h *hang) givenUp() []giveUp {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return append([]giveUp(nil), h.gaveUp...)
-}
-
-func (h *hang) wrap(rt http.RoundTripper) http.RoundTripper {
-	return hangTrip(func(req *http.Request) (*http.Response, error) {
-		h.mu.Lock()
-		release, holding := h.release, h.match != nil && h.match(req)
-		if holding {
-			h.held++
-		}
-		h.mu.Unlock()
-		if holding {
-			start := time.Now()
-			select {
-			case <-release:
-			case <-req.Context().Done():
-				h.mu.Lock()
-				if h.release == release {
-					h.gaveUp = append(h.gaveUp, giveUp{req.Method + " " + req.URL.Path, time.Since(start)})
-				}
-				h.mu.Unlock()
-				return nil, req.Context().Err()
-			}
-		}
-		return rt.RoundTrip(req)
-	})
-}
-
-type hangTrip func(*http.Request) (*http.Response, error)
-
-func (f hangTrip) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }

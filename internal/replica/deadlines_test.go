@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,7 +19,7 @@ import (
 	"github.com/tinymod/tinymod/internal/transport"
 )
 
-// TestResolverHasDeadlines: while the API server holds every request, the
+// TestResolverHasDeadlines: while the API server holds controlplanetest.Every request, the
 // look-ups of another module's replicas and leader, read from the cache as a
 // replica reads them, find nothing at their bound, even while the cache's
 // first Lease read waits on a discovery that heeds no context; once the API
@@ -45,10 +44,10 @@ func TestResolverHasDeadlines(t *testing.T) {
 		}
 	}
 
-	h := &hang{}
-	t.Cleanup(h.answer)
+	h := &controlplanetest.Hang{}
+	t.Cleanup(h.Answer)
 	cfg := rest.CopyConfig(env.Config)
-	cfg.Wrap(h.wrap)
+	cfg.Wrap(h.Wrap)
 	const bound = 500 * time.Millisecond
 	limit := bound + 5*time.Second // what a loaded machine may add
 	// resolver reads through a cache of its own, as new as a replica's
@@ -64,7 +63,7 @@ func TestResolverHasDeadlines(t *testing.T) {
 			defer close(stopped)
 			_ = c.Start(cctx)
 		}()
-		t.Cleanup(func() { stop(); h.answer(); <-stopped })
+		t.Cleanup(func() { stop(); h.Answer(); <-stopped })
 		return replica.NewResolver(c, ns, bound)
 	}
 	replicas := func(r transport.Resolver) func() error {
@@ -90,8 +89,8 @@ func TestResolverHasDeadlines(t *testing.T) {
 		held   func(*http.Request) bool
 		lookUp func(transport.Resolver) func() error
 	}{
-		{"Replicas, nothing answered (the discovery of Leases first)", every, replicas},
-		{"Leader, nothing answered (the discovery of Leases first)", every, leaderOf},
+		{"Replicas, nothing answered (the discovery of Leases first)", controlplanetest.Every, replicas},
+		{"Leader, nothing answered (the discovery of Leases first)", controlplanetest.Every, leaderOf},
 		{"Replicas, the Lease list held", leases, replicas},
 		{"Leader, the Lease list held", leases, leaderOf},
 	}
@@ -99,17 +98,17 @@ func TestResolverHasDeadlines(t *testing.T) {
 	for _, s := range steps {
 		r := resolver()
 		resolvers = append(resolvers, r)
-		h.hold(s.held)
-		if ok, err := h.returns(t, limit, s.what, s.lookUp(r)); ok && err != nil {
+		h.Hold(s.held)
+		if ok, err := h.Returns(t, limit, s.what, s.lookUp(r)); ok && err != nil {
 			t.Errorf("%s: found %v, want nothing", s.what, err)
 		}
-		if h.heldCount() == 0 {
+		if h.Held() == 0 {
 			t.Errorf("%s: no request was held: the step proves nothing", s.what)
 		}
-		h.answer()
+		h.Answer()
 	}
 
-	// Answered again: every resolver finds both.
+	// Answered again: controlplanetest.Every resolver finds both.
 	for i, r := range resolvers {
 		controlplanetest.Eventually(t, 30*time.Second, func() error {
 			if got := r.Replicas(ctx, "other"); len(got) != 1 || got[0] != addr {
@@ -122,83 +121,3 @@ func TestResolverHasDeadlines(t *testing.T) {
 		})
 	}
 }
-
-// hang holds the API requests it is told to, as a hung API server does:
-// until it answers again, or until the request's own context ends.
-type hang struct {
-	mu      sync.Mutex
-	match   func(*http.Request) bool
-	release chan struct{}
-	held    int // requests held since the last hold
-}
-
-// hold holds the requests match selects, from now until answer.
-func (h *hang) hold(match func(*http.Request) bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.match, h.release, h.held = match, make(chan struct{}), 0
-}
-
-// answer lets the held requests, and all later ones, through.
-func (h *hang) answer() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.match != nil {
-		close(h.release)
-		h.match = nil
-	}
-}
-
-func (h *hang) heldCount() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.held
-}
-
-func (h *hang) wrap(rt http.RoundTripper) http.RoundTripper {
-	return hangTrip(func(req *http.Request) (*http.Response, error) {
-		h.mu.Lock()
-		release, holding := h.release, h.match != nil && h.match(req)
-		if holding {
-			h.held++
-		}
-		h.mu.Unlock()
-		if holding {
-			select {
-			case <-release:
-			case <-req.Context().Done():
-				return nil, req.Context().Err()
-			}
-		}
-		return rt.RoundTrip(req)
-	})
-}
-
-// returns runs call and gives its error, or fails the test if call has not
-// returned within limit; then it answers, so that call can end.
-func (h *hang) returns(t *testing.T, limit time.Duration, what string, call func() error) (bool, error) {
-	t.Helper()
-	done := make(chan error, 1)
-	start := time.Now()
-	go func() { done <- call() }()
-	select {
-	case err := <-done:
-		t.Logf("%s: returned after %s: %v", what, time.Since(start).Round(time.Millisecond), err)
-		return true, err
-	case <-time.After(limit):
-	}
-	h.answer()
-	select {
-	case err := <-done:
-		t.Errorf("%s: still blocked %s after the API server stopped answering (answered, it returned %v)", what, limit, err)
-	case <-time.After(time.Minute):
-		t.Errorf("%s: still blocked %s after the API server stopped answering, and a minute after it answered again", what, limit)
-	}
-	return false, nil
-}
-
-type hangTrip func(*http.Request) (*http.Response, error)
-
-func (f hangTrip) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
-
-func every(*http.Request) bool { return true }

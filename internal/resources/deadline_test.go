@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,10 +32,10 @@ func TestExposeAndDiscloseHaveDeadlines(t *testing.T) {
 	if err := env.Client.Create(ctx, node); err != nil {
 		t.Fatal(err)
 	}
-	h := &hang{}
-	t.Cleanup(h.answer)
+	h := &controlplanetest.Hang{}
+	t.Cleanup(h.Answer)
 	cfg := rest.CopyConfig(env.Config)
-	cfg.Wrap(h.wrap)
+	cfg.Wrap(h.Wrap)
 	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +62,7 @@ func TestExposeAndDiscloseHaveDeadlines(t *testing.T) {
 		call  func(*resources.Manager) error
 		after func() string // what is wrong once the call has succeeded, if anything
 	}{
-		{"ExposePort, nothing answered (a new client's discovery first)", every,
+		{"ExposePort, nothing answered (a new client's discovery first)", controlplanetest.Every,
 			func(m *resources.Manager) error { return m.ExposePort(ctx, 8080, "a.example.com") },
 			func() string {
 				if !exists(&corev1.Service{}, 8080) || !exists(&networkingv1.Ingress{}, 8080) {
@@ -72,9 +70,9 @@ func TestExposeAndDiscloseHaveDeadlines(t *testing.T) {
 				}
 				return ""
 			}},
-		{"ExposePort, the node's read held", requests(http.MethodGet, "/tinynodes/"),
+		{"ExposePort, the node's read held", controlplanetest.Requests(http.MethodGet, "/tinynodes/"),
 			func(m *resources.Manager) error { return m.ExposePort(ctx, 8080, "a.example.com") }, nil},
-		{"ExposePort, the Service's create held", requests(http.MethodPost, "/services"),
+		{"ExposePort, the Service's create held", controlplanetest.Requests(http.MethodPost, "/services"),
 			func(m *resources.Manager) error { return m.ExposePort(ctx, 9090) },
 			func() string {
 				if !exists(&corev1.Service{}, 9090) || exists(&networkingv1.Ingress{}, 9090) {
@@ -82,7 +80,7 @@ func TestExposeAndDiscloseHaveDeadlines(t *testing.T) {
 				}
 				return ""
 			}},
-		{"ExposePort, the Ingress's create held", requests(http.MethodPost, "/ingresses"),
+		{"ExposePort, the Ingress's create held", controlplanetest.Requests(http.MethodPost, "/ingresses"),
 			func(m *resources.Manager) error { return m.ExposePort(ctx, 9090, "b.example.com") },
 			func() string {
 				if !exists(&networkingv1.Ingress{}, 9090) {
@@ -90,7 +88,7 @@ func TestExposeAndDiscloseHaveDeadlines(t *testing.T) {
 				}
 				return ""
 			}},
-		{"DisclosePort, the Ingress's delete held", requests(http.MethodDelete, "/ingresses/"),
+		{"DisclosePort, the Ingress's delete held", controlplanetest.Requests(http.MethodDelete, "/ingresses/"),
 			func(m *resources.Manager) error { return m.DisclosePort(ctx, 9090) },
 			func() string {
 				if exists(&corev1.Service{}, 9090) || exists(&networkingv1.Ingress{}, 9090) {
@@ -98,7 +96,7 @@ func TestExposeAndDiscloseHaveDeadlines(t *testing.T) {
 				}
 				return ""
 			}},
-		{"DisclosePort, the Service's delete held", requests(http.MethodDelete, "/services/"),
+		{"DisclosePort, the Service's delete held", controlplanetest.Requests(http.MethodDelete, "/services/"),
 			func(m *resources.Manager) error { return m.DisclosePort(ctx, 8080) },
 			func() string {
 				if exists(&corev1.Service{}, 8080) || exists(&networkingv1.Ingress{}, 8080) {
@@ -108,12 +106,12 @@ func TestExposeAndDiscloseHaveDeadlines(t *testing.T) {
 			}},
 	}
 	for _, s := range steps {
-		h.hold(s.held)
-		ok, err := h.returns(t, limit, s.what, func() error { return s.call(m) })
-		if held := h.heldCount(); held == 0 {
+		h.Hold(s.held)
+		ok, err := h.Returns(t, limit, s.what, func() error { return s.call(m) })
+		if held := h.Held(); held == 0 {
 			t.Errorf("%s: no request was held: the step proves nothing", s.what)
 		}
-		h.answer()
+		h.Answer()
 		if ok && !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("%s: %v, want DeadlineExceeded", s.what, err)
 		}
@@ -127,92 +125,5 @@ func TestExposeAndDiscloseHaveDeadlines(t *testing.T) {
 				t.Errorf("%s, then answered: %s", s.what, wrong)
 			}
 		}
-	}
-}
-
-// hang holds the API requests it is told to, as a hung API server does:
-// until it answers again, or until the request's own context ends.
-type hang struct {
-	mu      sync.Mutex
-	match   func(*http.Request) bool
-	release chan struct{}
-	held    int // requests held since the last hold
-}
-
-// hold holds the requests match selects, from now until answer.
-func (h *hang) hold(match func(*http.Request) bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.match, h.release, h.held = match, make(chan struct{}), 0
-}
-
-// answer lets the held requests, and all later ones, through.
-func (h *hang) answer() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.match != nil {
-		close(h.release)
-		h.match = nil
-	}
-}
-
-func (h *hang) heldCount() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.held
-}
-
-func (h *hang) wrap(rt http.RoundTripper) http.RoundTripper {
-	return hangTrip(func(req *http.Request) (*http.Response, error) {
-		h.mu.Lock()
-		release, holding := h.release, h.match != nil && h.match(req)
-		if holding {
-			h.held++
-		}
-		h.mu.Unlock()
-		if holding {
-			select {
-			case <-release:
-			case <-req.Context().Done():
-				return nil, req.Context().Err()
-			}
-		}
-		return rt.RoundTrip(req)
-	})
-}
-
-// returns runs call and gives its error, or fails the test if call has not
-// returned within limit; then it answers, so that call can end.
-func (h *hang) returns(t *testing.T, limit time.Duration, what string, call func() error) (bool, error) {
-	t.Helper()
-	done := make(chan error, 1)
-	start := time.Now()
-	go func() { done <- call() }()
-	select {
-	case err := <-done:
-		t.Logf("%s: returned after %s: %v", what, time.Since(start).Round(time.Millisecond), err)
-		return true, err
-	case <-time.After(limit):
-	}
-	h.answer()
-	select {
-	case err := <-done:
-		t.Errorf("%s: still blocked %s after the API server stopped answering (answered, it returned %v)", what, limit, err)
-	case <-time.After(time.Minute):
-		t.Errorf("%s: still blocked %s after the API server stopped answering, and a minute after it answered again", what, limit)
-	}
-	return false, nil
-}
-
-type hangTrip func(*http.Request) (*http.Response, error)
-
-func (f hangTrip) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
-
-func every(*http.Request) bool { return true }
-
-// requests selects the requests of method whose path holds pathPart.
-func requests(method, pathPart string) func(*http.Request) bool {
-	return func(req *http.Request) bool {
-		return req.Method == method && strings.Contains(req.URL.Path, pathPart)
 	}
 }
