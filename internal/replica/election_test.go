@@ -270,8 +270,10 @@ func TestReadersDoNotWrite(t *testing.T) {
 	h.startElected("reader-c", log)
 	h.create("f", "failover", nil)
 	h.create("m", "marker", nil)
-	h.create("a", "starter", []v1alpha1.TinyNodeEdge{edge("a-s", "out", "s.in")}, settings(t, map[string]any{"who": "x", "run": 1}))
+	// The sink first: the starter sends once, when its settings arrive, and
+	// an edge to a node the leader's cache does not have yet goes nowhere.
 	h.create("s", "sink", nil)
+	h.create("a", "starter", []v1alpha1.TinyNodeEdge{edge("a-s", "out", "s.in")}, settings(t, map[string]any{"who": "x", "run": 1}))
 	for i := range 5 {
 		h.signal(fmt.Sprintf("sig-%d", i), "f", "in", fmt.Sprint(i))
 	}
