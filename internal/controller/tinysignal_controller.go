@@ -91,7 +91,8 @@ type TinySignalReconciler struct {
 	inflight atomic.Int32 // deliveries under way, for a graceful stop to wait on
 
 	beganMu sync.Mutex
-	began   struct { // the signals' version when the current term began
+	asking  *leader.Term // the term whose read is under way
+	began   struct {     // the signals' version when the current term began
 		term    *leader.Term
 		version uint64
 		ok      bool
@@ -113,10 +114,6 @@ type settled struct {
 	node    string
 	written bool
 	at      time.Time
-	// writing is set while a deletion runs behind the node's worker, and
-	// failures counts the ones that failed, for the wake-up's backoff.
-	writing  bool
-	failures int
 }
 
 // SetupWithManager registers the reconciler and its cache index.
@@ -259,7 +256,7 @@ func (r *TinySignalReconciler) Drain(timeout time.Duration) bool {
 // pending ones.
 func (r *TinySignalReconciler) Resync(ctx context.Context) {
 	if term := r.Leader.Current(); term != nil {
-		r.termBegan(ctx, term) // before any signal is looked at, so that new ones are
+		r.askTermBegan(ctx, term) // before any signal is looked at, so that new ones are
 	}
 	var list v1alpha1.TinySignalList
 	if err := r.Client.List(ctx, &list, client.InNamespace(r.Namespace)); err != nil {
@@ -337,9 +334,6 @@ func (r *TinySignalReconciler) next(ctx context.Context, node string) (*v1alpha1
 			continue
 		}
 		if st := r.settledOf(sig.UID); st != nil {
-			if r.writing(st) {
-				continue // its deletion is under way
-			}
 			if err := r.settle(ctx, sig, st); err != nil {
 				return nil, 0, err
 			}
@@ -445,7 +439,7 @@ func (r *TinySignalReconciler) deliver(ctx context.Context, term *leader.Term, s
 		attempted.Status.LastError = msg
 	}
 	r.mu.Unlock()
-	if r.claimAlongside(ctx, term, sig) {
+	if r.claimAlongside(term, sig) {
 		return r.deliverClaiming(ctx, term, attempted)
 	}
 	if err := bounded(ctx, func(ctx context.Context) error { return r.Client.Status().Update(ctx, attempted) }); err != nil {
@@ -510,50 +504,67 @@ func (r *TinySignalReconciler) deliverClaiming(ctx context.Context, term *leader
 // claimAlongside reports whether sig's claim may be written while its
 // Handle runs: it is the signal's first attempt, and the signal was created
 // after this term began, so no earlier leader can have delivered it and a
-// cache lagging behind an earlier leader's writes cannot show it as new; and
-// every signal this replica settled for the node has had its deletion (or
+// cache lagging behind an earlier leader's writes cannot show it as new; this
+// replica has not tried it before (its cache may lag behind its own claim);
+// and every signal this replica settled for the node has had its deletion (or
 // Failed) land, so that a leader cut off from the API server has at most one
 // signal per node whose Handle ran and whose outcome is not written, the one
 // the next leader delivers again. Everything else is claimed before Handle,
 // which a write conflict, or an API server out of reach, stops.
-func (r *TinySignalReconciler) claimAlongside(ctx context.Context, term *leader.Term, sig *v1alpha1.TinySignal) bool {
+func (r *TinySignalReconciler) claimAlongside(term *leader.Term, sig *v1alpha1.TinySignal) bool {
 	if sig.Status.Attempts != 0 || (sig.Status.Phase != "" && sig.Status.Phase != v1alpha1.SignalPending) {
 		return false
 	}
 	r.mu.Lock()
 	unwritten := r.unwritten[sig.Spec.Node]
+	_, tried := r.lastError[sig.UID] // a cache behind this replica's own claim shows no attempt
 	r.mu.Unlock()
-	if unwritten > 0 {
+	if unwritten > 0 || tried {
 		return false
 	}
 	version, err := strconv.ParseUint(sig.ResourceVersion, 10, 64)
 	if err != nil {
 		return false
 	}
-	began, ok := r.termBegan(ctx, term)
+	began, ok := r.termBegan(term)
 	return ok && version > began
 }
 
 // termBegan returns the signals' resource version read from the API server
 // after term began (a quorum read): a signal whose version is newer was
 // created after the term began, or written since, and a first attempt has
-// no earlier write.
-func (r *TinySignalReconciler) termBegan(ctx context.Context, term *leader.Term) (uint64, bool) {
+// no earlier write. It never waits: until the read has been made (Resync
+// makes it as the term begins), signals are claimed before Handle.
+func (r *TinySignalReconciler) termBegan(term *leader.Term) (uint64, bool) {
 	r.beganMu.Lock()
 	defer r.beganMu.Unlock()
 	if r.began.term == term {
 		return r.began.version, r.began.ok
 	}
+	if r.asking != term {
+		r.asking = term
+		go r.askTermBegan(term.Context(), term)
+	}
+	return 0, false
+}
+
+// askTermBegan makes termBegan's read for term; a failed one is made again
+// when a signal next asks.
+func (r *TinySignalReconciler) askTermBegan(ctx context.Context, term *leader.Term) {
 	var list v1alpha1.TinySignalList
 	err := bounded(ctx, func(ctx context.Context) error {
 		return r.Reader.List(ctx, &list, client.InNamespace(r.Namespace), client.Limit(1))
 	})
-	if err != nil {
-		return 0, false // asked again for the next signal
+	r.beganMu.Lock()
+	defer r.beganMu.Unlock()
+	if r.asking == term {
+		r.asking = nil
+	}
+	if err != nil || r.began.term == term {
+		return
 	}
 	version, err := strconv.ParseUint(list.ResourceVersion, 10, 64)
 	r.began.term, r.began.version, r.began.ok = term, version, err == nil
-	return r.began.version, r.began.ok
 }
 
 // conclude settles an attempt whose Handle has returned or been accepted.
@@ -569,8 +580,7 @@ func (r *TinySignalReconciler) conclude(ctx context.Context, term *leader.Term, 
 	switch act {
 	case deleteSignal:
 		r.counter.WithLabelValues("delivered").Inc()
-		r.settleBehind(settleCtx, attempted, r.settle1(attempted, &settled{}))
-		return 0, nil
+		return 0, r.settle(settleCtx, attempted, r.settle1(attempted, &settled{}))
 	case failSignal:
 		r.counter.WithLabelValues("failed").Inc()
 		return 0, r.settle(settleCtx, attempted, r.settle1(attempted, &settled{failed: true, message: resultMessage(result)}))
@@ -616,45 +626,6 @@ func (r *TinySignalReconciler) settle1(sig *v1alpha1.TinySignal, st *settled) *s
 	delete(r.lastError, sig.UID)
 	r.mu.Unlock()
 	return st
-}
-
-// settleBehind deletes a delivered signal while the node's worker goes on to
-// its next signal, which need not wait for the API server's answer: the
-// signal is settled here already and never handed over again. A deletion
-// that fails is tried again by the node's next pass, which a wake-up after a
-// backoff (100 ms doubling to 10 s) makes sure of. A graceful stop waits for
-// it as for a delivery.
-func (r *TinySignalReconciler) settleBehind(ctx context.Context, sig *v1alpha1.TinySignal, st *settled) {
-	r.mu.Lock()
-	st.writing = true
-	r.mu.Unlock()
-	r.inflight.Add(1)
-	go func() {
-		defer r.inflight.Add(-1)
-		err := r.settle(ctx, sig, st)
-		r.mu.Lock()
-		st.writing = false
-		if err != nil {
-			st.failures++
-		}
-		failures := st.failures
-		r.mu.Unlock()
-		if err != nil {
-			backoff := min(100*time.Millisecond<<min(failures-1, 7), 10*time.Second)
-			time.AfterFunc(backoff, func() {
-				select {
-				case r.resync <- event.GenericEvent{Object: sig}:
-				default: // the queue is full of wake-ups already
-				}
-			})
-		}
-	}()
-}
-
-func (r *TinySignalReconciler) writing(st *settled) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return st.writing
 }
 
 // settle writes what was decided for sig: its deletion, or its Failed status.
