@@ -240,7 +240,7 @@ func TestSignalsAreClaimedBeforeHandleUnlessNewInTheTerm(t *testing.T) {
 	f.hold.Hold(f.held)
 	fresh := f.press(t, 1)
 	done := f.reconcile()
-	poll(t, 30*time.Second, func() error {
+	controlplanetest.Eventually(t, 30*time.Second, func() error {
 		if f.comp.count(1) == 0 || f.hold.Held() == 0 {
 			return fmt.Errorf("Handle ran %d times, %d claims held", f.comp.count(1), f.hold.Held())
 		}
@@ -248,7 +248,7 @@ func TestSignalsAreClaimedBeforeHandleUnlessNewInTheTerm(t *testing.T) {
 	})
 	f.hold.Answer()
 	f.ended(t, done)
-	poll(t, 30*time.Second, func() error { return f.gone(fresh) })
+	controlplanetest.Eventually(t, 30*time.Second, func() error { return f.gone(fresh) })
 	if n := f.comp.count(1); n != 1 {
 		t.Errorf("a signal created in the term ran Handle %d times, want 1", n)
 	}
@@ -266,7 +266,7 @@ func TestALeaderCutOffLeavesOneSignalPerNodeToRunAgain(t *testing.T) {
 	f.hold.Hold(f.held)
 	presses := []*v1alpha1.TinySignal{f.press(t, 1), f.press(t, 2), f.press(t, 3)}
 	f.reconcile()
-	poll(t, 30*time.Second, func() error {
+	controlplanetest.Eventually(t, 30*time.Second, func() error {
 		if f.comp.count(1) != 1 || f.hold.Held() == 0 {
 			return fmt.Errorf("press-1 ran %d times, %d deletions held", f.comp.count(1), f.hold.Held())
 		}
@@ -289,7 +289,7 @@ func TestALeaderCutOffLeavesOneSignalPerNodeToRunAgain(t *testing.T) {
 	}
 	next.Start()
 	successor.Resync(f.ctx)
-	poll(t, 60*time.Second, func() error {
+	controlplanetest.Eventually(t, 60*time.Second, func() error {
 		if _, err := successor.Reconcile(f.ctx, f.req); err != nil {
 			return err
 		}
@@ -327,7 +327,7 @@ func TestARetryIsClaimedFirstUnderALaggingCache(t *testing.T) {
 	f.comp.mu.Unlock()
 	f.press(t, 1)
 	var before v1alpha1.TinySignalList
-	poll(t, 30*time.Second, func() error {
+	controlplanetest.Eventually(t, 30*time.Second, func() error {
 		if err := f.c.List(f.ctx, &before, client.InNamespace(f.ns)); err != nil || len(before.Items) != 1 {
 			return fmt.Errorf("press-1 not listed (%v)", err)
 		}
@@ -368,19 +368,4 @@ func TestARetryIsClaimedFirstUnderALaggingCache(t *testing.T) {
 	f.reads.freeze(nil) // the cache catches up: the retry runs, counted
 	close(stop)
 	f.ended(t, woken)
-}
-
-func poll(t *testing.T, limit time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
