@@ -166,6 +166,11 @@ func (c *Cluster) Run(name, ns, id string, extra ...string) *Process {
 		case <-time.After(10 * time.Second):
 			c.t.Errorf("process %s did not exit", p.ID)
 		}
+		if c.t.Failed() { // the process's own account of a failure, or its absence
+			if b, err := os.ReadFile(p.Log); err == nil {
+				c.t.Logf("process %s (%v) logged, at the end:\n%s", p.ID, p.Err, b[max(0, len(b)-4096):])
+			}
+		}
 	})
 	return p
 }
