@@ -22,14 +22,20 @@ import (
 	"github.com/tinymod/tinymod/internal/replica"
 )
 
-func freePort(t *testing.T) string {
+// freePorts returns n loopback addresses free at the time, all different:
+// each is held until all are taken, so the kernel cannot hand one out twice.
+func freePorts(t *testing.T, n int) []string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var addrs []string
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		addrs = append(addrs, ln.Addr().String())
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addrs
 }
 
 func get(url string) (int, string, error) {
@@ -49,7 +55,8 @@ func TestRunProbesAndMetrics(t *testing.T) {
 	env := controlplanetest.Start(t)
 	ns := env.Namespace(t)
 	c := newCluster(t, env.Kubeconfig)
-	health, metrics := freePort(t), freePort(t)
+	ports := freePorts(t, 2)
+	health, metrics := ports[0], ports[1]
 	p := c.Run("solo", ns, "solo-0", "--metrics-bind-address", metrics, "--health-probe-bind-address", health)
 	controlplanetest.Eventually(t, 30*time.Second, func() error {
 		code, body, err := get("http://" + health + "/readyz")
