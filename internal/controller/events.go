@@ -25,20 +25,30 @@ type (
 	eventGeneric = event.TypedGenericEvent[clientObject]
 )
 
-// recordSurely writes a Warning Event about node, trying again while the API
-// server fails (up to five times, from half a second to four), for as long as
-// term is valid. The Event recorder drops an Event that the API server
-// refuses once; a panic's Event is a promise (docs/guarantees.md).
-func recordSurely(c client.Client, term *leader.Term, node *v1alpha1.TinyNode, reason, controller, instance, note string) {
+// warning is a Warning Event for recordSurely to write.
+type warning struct {
+	regarding  corev1.ObjectReference
+	reason     string
+	action     string
+	note       string
+	controller string // the reporting controller: "tinymod/<module>"
+	instance   string // the reporting replica
+}
+
+// recordSurely writes a Warning Event, trying again while the API server
+// fails (up to five times, from half a second to four), for as long as term
+// is valid. The Event recorder drops an Event that the API server refuses
+// once; a panic's Event and a failed signal's are promises
+// (docs/guarantees.md).
+func recordSurely(c client.Client, term *leader.Term, w warning) {
 	ev := &eventsv1.Event{
 		// Named as the Event recorder names them: the same name on every
 		// try, so a create whose answer was lost is not written twice.
-		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", node.Name, time.Now().UnixNano()), Namespace: node.Namespace},
+		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", w.regarding.Name, time.Now().UnixNano()), Namespace: w.regarding.Namespace},
 		EventTime:  metav1.NowMicro(),
-		Regarding: corev1.ObjectReference{APIVersion: v1alpha1.GroupVersion.String(), Kind: "TinyNode",
-			Namespace: node.Namespace, Name: node.Name, UID: node.UID},
-		Reason: reason, Action: "Run", Note: note, Type: corev1.EventTypeWarning,
-		ReportingController: controller, ReportingInstance: instance,
+		Regarding:  w.regarding,
+		Reason:     w.reason, Action: w.action, Note: w.note, Type: corev1.EventTypeWarning,
+		ReportingController: w.controller, ReportingInstance: w.instance,
 	}
 	if len(ev.Note) > 1024 {
 		ev.Note = ev.Note[:1021] + "..."
@@ -56,4 +66,10 @@ func recordSurely(c client.Client, term *leader.Term, node *v1alpha1.TinyNode, r
 			wait *= 2
 		}
 	}()
+}
+
+// referTo is obj as the Regarding of an Event.
+func referTo(obj client.Object, kind string) corev1.ObjectReference {
+	return corev1.ObjectReference{APIVersion: v1alpha1.GroupVersion.String(), Kind: kind,
+		Namespace: obj.GetNamespace(), Name: obj.GetName(), UID: obj.GetUID(), ResourceVersion: obj.GetResourceVersion()}
 }

@@ -315,7 +315,8 @@ func (r *TinyNodeReconciler) Panicked(name string, err error) {
 		return
 	}
 	if event && found {
-		recordSurely(r.Client, term, node, "ComponentPanic", "tinymod/"+r.Scheduler.Module().Name, r.Identity, p.message)
+		recordSurely(r.Client, term, warning{regarding: referTo(node, "TinyNode"), reason: "ComponentPanic", action: "Run",
+			note: p.message, controller: "tinymod/" + r.Scheduler.Module().Name, instance: r.Identity})
 	}
 	if r.Status != nil {
 		r.Status.Refresh(name)

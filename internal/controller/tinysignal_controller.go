@@ -11,12 +11,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -70,8 +68,11 @@ type TinySignalReconciler struct {
 	// Leader gives the term signals are delivered in: readers do nothing
 	// with signals.
 	Leader leader.Source
-	// Recorder records Events for failed signals; nil records none.
-	Recorder events.EventRecorder
+	// Events, when set, writes a Warning Event for each failed signal, as
+	// Identity, trying again while the API server fails.
+	Events bool
+	// Identity names this replica in the Events it writes.
+	Identity string
 	// Namespace of the module.
 	Namespace string
 	// AcceptanceWindow defaults to DefaultAcceptanceWindow.
@@ -728,9 +729,10 @@ func (r *TinySignalReconciler) fail(ctx context.Context, sig *v1alpha1.TinySigna
 		}
 		break
 	}
-	if r.Recorder != nil {
-		r.Recorder.Eventf(sig, nil, corev1.EventTypeWarning, "DeliveryFailed", "Deliver",
-			"signal for %s.%s failed after %d attempts: %s", sig.Spec.Node, sig.Spec.Port, sig.Status.Attempts, msg)
+	if term := leader.TermFrom(ctx); r.Events && term != nil {
+		recordSurely(r.Client, term, warning{regarding: referTo(sig, "TinySignal"), reason: "DeliveryFailed", action: "Deliver",
+			note:       fmt.Sprintf("signal for %s.%s failed after %d attempts: %s", sig.Spec.Node, sig.Spec.Port, sig.Status.Attempts, msg),
+			controller: "tinymod/" + r.Scheduler.Module().Name, instance: r.Identity})
 	}
 	return nil
 }

@@ -316,7 +316,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	signals = &controller.TinySignalReconciler{
 		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Scheduler: sched, Leader: status,
-		Recorder:  mgr.GetEventRecorder("tinymod/" + opts.Module.Name),
+		Events: true, Identity: opts.Identity,
 		Namespace: opts.Namespace, Metrics: ctrlmetrics.Registry, FailedTTL: opts.FailedSignalTTL,
 	}
 	if err := signals.SetupWithManager(mgr); err != nil {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -155,6 +156,23 @@ func (h *harness) waitSignalFailed(s *v1alpha1.TinySignal, limit time.Duration) 
 	return got
 }
 
+// waitWarning waits for a Warning Event with reason about s.
+func (h *harness) waitWarning(s *v1alpha1.TinySignal, reason string, limit time.Duration) {
+	h.t.Helper()
+	controlplanetest.Eventually(h.t, limit, func() error {
+		var list eventsv1.EventList
+		if err := h.c.List(h.ctx, &list, client.InNamespace(h.ns)); err != nil {
+			return err
+		}
+		for _, e := range list.Items {
+			if e.Regarding.UID == s.UID && e.Type == corev1.EventTypeWarning && e.Reason == reason {
+				return nil
+			}
+		}
+		return fmt.Errorf("no Warning Event %s for signal %s among %d Events", reason, s.Name, len(list.Items))
+	})
+}
+
 // TestSignalsWaitForTheirModule: two modules share the namespace. A signal for
 // a node of module beta, while beta is down, is left alone by alpha's leader
 // (it neither delivers nor fails it) and is delivered once beta runs; alpha's
@@ -280,6 +298,7 @@ func TestAPIFaultsDoNotRepeatOrSpendDeliveries(t *testing.T) {
 	deletes := f.add(http.MethodDelete, "/tinysignals/", "", 1000) // the first delete of a signal fails
 	failedWrites := f.add(http.MethodPut, "/status", `"phase":"Failed"`, 1000)
 	delivering := f.add(http.MethodPut, "/status", `"phase":"Delivering"`, 2)
+	failedEvents := f.add(http.MethodPost, "/events", "DeliveryFailed", 1000) // and its first Warning Event
 	cfg := rest.CopyConfig(h.env.UserConfig(t, "faulty-0"))
 	cfg.Wrap(f.wrap)
 	h.runModule("faulty", "faulty-0", cfg, false)
@@ -299,15 +318,17 @@ func TestAPIFaultsDoNotRepeatOrSpendDeliveries(t *testing.T) {
 	if got.Status.LastError == "" {
 		t.Error("failed signal has no lastError")
 	}
+	// The Event that says so is written although the API server refused it once.
+	h.waitWarning(never, "DeliveryFailed", 30*time.Second)
 
 	later := h.press("later", "rec", `{"fail":"transient"}`)
 	got = h.waitSignalFailed(later, 90*time.Second)
 	if n := handlingOf(h.ns, string(later.UID)).runs.Load(); n != got.Status.Attempts || n != 8 {
 		t.Errorf("transiently failing signal: Handle ran %d times, status says %d attempts; want 8 and 8", n, got.Status.Attempts)
 	}
-	t.Logf("faults injected: %d deletes, %d Failed writes, %d Delivering writes",
-		f.count(deletes), f.count(failedWrites), f.count(delivering))
-	if f.count(deletes) == 0 || f.count(failedWrites) == 0 || f.count(delivering) == 0 {
+	t.Logf("faults injected: %d deletes, %d Failed writes, %d Delivering writes, %d Events",
+		f.count(deletes), f.count(failedWrites), f.count(delivering), f.count(failedEvents))
+	if f.count(deletes) == 0 || f.count(failedWrites) == 0 || f.count(delivering) == 0 || f.count(failedEvents) == 0 {
 		t.Error("a fault was never injected: the test proves nothing")
 	}
 }

@@ -531,23 +531,30 @@ func (w *world) checkGhosts(ghosts []string) []int32 {
 		return nil
 	})
 	list, _ := w.listSignals(w.ctx)
-	events, err := w.cs.CoreV1().Events(w.ns).List(w.ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, name := range ghosts {
 		s := list[name]
 		if s.Status.Attempts < 2 || s.Status.LastError == "" {
 			t.Errorf("signal %s for a node that does not exist failed after %d attempts, with error %q: not after the retry budget", name, s.Status.Attempts, s.Status.LastError)
 		}
-		found := false
-		for _, e := range events.Items {
-			found = found || e.InvolvedObject.Name == name && e.Type == "Warning"
-		}
-		if !found {
-			t.Errorf("no Warning Event for the failed signal %s", name)
-		}
 	}
+	// Each has its Warning Event, written although the API server fails
+	// requests (the writer tries again for several seconds).
+	controlplanetest.Eventually(t, 30*time.Second, func() error {
+		events, err := w.cs.CoreV1().Events(w.ns).List(w.ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, name := range ghosts {
+			found := false
+			for _, e := range events.Items {
+				found = found || e.InvolvedObject.Name == name && e.Type == "Warning" && e.Reason == "DeliveryFailed"
+			}
+			if !found {
+				return fmt.Errorf("no Warning Event for the failed signal %s", name)
+			}
+		}
+		return nil
+	})
 	return attempts
 }
 
