@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -11,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
 	"github.com/tinymod/tinymod/internal/leader"
@@ -36,8 +38,8 @@ type warning struct {
 }
 
 // recordSurely writes a Warning Event, trying again while the API server
-// fails (up to five times, from half a second to four), for as long as term
-// is valid. The Event recorder drops an Event that the API server refuses
+// fails (up to five times, from half a second to four apart), for as long as
+// term is valid; one it gives up on is logged. The Event recorder drops an Event that the API server refuses
 // once; a panic's Event and a failed signal's are promises
 // (docs/guarantees.md).
 func recordSurely(c client.Client, term *leader.Term, w warning) {
@@ -50,23 +52,45 @@ func recordSurely(c client.Client, term *leader.Term, w warning) {
 		Reason:     w.reason, Action: w.action, Note: w.note, Type: corev1.EventTypeWarning,
 		ReportingController: w.controller, ReportingInstance: w.instance,
 	}
-	if len(ev.Note) > 1024 {
-		ev.Note = ev.Note[:1021] + "..."
+	if len(ev.Note) > maxNote {
+		// Cut on a character's boundary: a cut character would be sent as
+		// U+FFFD, three bytes, and could take the note past the limit.
+		cut := maxNote - len("...")
+		for cut > 0 && !utf8.RuneStart(ev.Note[cut]) {
+			cut--
+		}
+		ev.Note = ev.Note[:cut] + "..."
 	}
 	go func() {
 		wait := 500 * time.Millisecond
+		var err error
 		for try := 0; try < 5 && term.Valid(); try++ {
+			if try > 0 {
+				select {
+				case <-term.Context().Done():
+					return
+				case <-time.After(wait):
+				}
+				wait *= 2
+			}
 			ctx, cancel := context.WithTimeout(leader.WithTerm(context.Background(), term), 10*time.Second)
-			err := c.Create(ctx, ev.DeepCopy())
+			err = c.Create(ctx, ev.DeepCopy())
 			cancel()
-			if err == nil || apierrors.IsAlreadyExists(err) || apierrors.IsInvalid(err) || apierrors.IsForbidden(err) {
+			if err == nil || apierrors.IsAlreadyExists(err) {
 				return
 			}
-			time.Sleep(wait)
-			wait *= 2
+			if apierrors.IsInvalid(err) || apierrors.IsForbidden(err) {
+				break // no try will do better
+			}
+		}
+		if err != nil {
+			log.Log.Error(err, "Warning Event not written", "regarding", w.regarding.Kind+"/"+w.regarding.Name, "reason", w.reason)
 		}
 	}()
 }
+
+// maxNote is the longest Event note the API server takes, in bytes.
+const maxNote = 1024
 
 // referTo is obj as the Regarding of an Event.
 func referTo(obj client.Object, kind string) corev1.ObjectReference {
