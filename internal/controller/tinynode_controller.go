@@ -186,14 +186,20 @@ func (r *TinyNodeReconciler) nodesPointingAt(ctx context.Context, o client.Objec
 // Reconcile hands the node to the scheduler on every replica; on the leader it
 // also keeps the finalizer and asks for the status to be written.
 func (r *TinyNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	// The node as the cache holds it, shared with the cache and never
+	// changed here: the scheduler keeps it (a copy of each node beside the
+	// cache's would be a kilobyte a node), and each write below is made on a
+	// copy of its own.
 	node := &v1alpha1.TinyNode{}
-	if err := r.Client.Get(ctx, req.NamespacedName, node); err != nil {
+	if err := r.Client.Get(ctx, req.NamespacedName, node, client.UnsafeDisableDeepCopy); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.forget(req.Name)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err
 	}
+	// The cache's objects carry no kind; this part of node is its own.
+	node.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("TinyNode"))
 	term := r.Leader.Current()
 	isLeader := term.Confirm("node " + req.Name)
 	ctx = leader.WithTerm(ctx, term)
@@ -213,8 +219,7 @@ func (r *TinyNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 					return ctrl.Result{}, fmt.Errorf("remove the resources of node %s: %w", node.Name, err)
 				}
 			}
-			controllerutil.RemoveFinalizer(node, NodeFinalizer)
-			if err := r.Client.Update(ctx, node); err != nil && !apierrors.IsNotFound(err) {
+			if err := r.removeFinalizer(ctx, node); err != nil {
 				return ctrl.Result{}, fmt.Errorf("release node %s: %w", node.Name, err)
 			}
 		}
@@ -236,12 +241,10 @@ func (r *TinyNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		// the write's event brings the node again (the requeue is a net).
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
-	// The scheduler keeps what it is given, and the finalizer's write changes node.
-	problems := r.Scheduler.Update(ctx, node.DeepCopy())
+	problems := r.Scheduler.Update(ctx, node)
 	changed := r.remember(node, problems)
 	if isLeader && !owns && controllerutil.ContainsFinalizer(node, NodeFinalizer) {
-		controllerutil.RemoveFinalizer(node, NodeFinalizer)
-		if err := r.Client.Update(ctx, node); err != nil && !apierrors.IsNotFound(err) {
+		if err := r.removeFinalizer(ctx, node); err != nil {
 			return ctrl.Result{}, fmt.Errorf("remove the finalizer of node %s: %w", node.Name, err)
 		}
 	}
@@ -260,13 +263,26 @@ func (r *TinyNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	return ctrl.Result{RequeueAfter: 5 * time.Minute}, nil
 }
 
+// addFinalizer writes the node's finalizer, on a copy: node is the cache's.
 func (r *TinyNodeReconciler) addFinalizer(ctx context.Context, node *v1alpha1.TinyNode) error {
 	if controllerutil.ContainsFinalizer(node, NodeFinalizer) {
 		return nil
 	}
-	controllerutil.AddFinalizer(node, NodeFinalizer)
-	if err := r.Client.Update(ctx, node); err != nil {
+	written := node.DeepCopy()
+	controllerutil.AddFinalizer(written, NodeFinalizer)
+	if err := r.Client.Update(ctx, written); err != nil {
 		return fmt.Errorf("add finalizer to node %s: %w", node.Name, err)
+	}
+	return nil
+}
+
+// removeFinalizer takes the node's finalizer off, on a copy: node is the
+// cache's. A node already gone is not an error.
+func (r *TinyNodeReconciler) removeFinalizer(ctx context.Context, node *v1alpha1.TinyNode) error {
+	written := node.DeepCopy()
+	controllerutil.RemoveFinalizer(written, NodeFinalizer)
+	if err := r.Client.Update(ctx, written); err != nil && !apierrors.IsNotFound(err) {
+		return err
 	}
 	return nil
 }

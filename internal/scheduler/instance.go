@@ -898,7 +898,8 @@ func (s *Scheduler) deliver(ctx context.Context, hops int, e *edge, data any) an
 	if s.opts.Transport == nil {
 		return s.edgeFailed(e, module.Permanent(fmt.Errorf("edge %s to %s: node of module %s, and this replica has no transport to other modules", e.id, e.to, node.Spec.Module)))
 	}
-	e.remote.Store(&node.Spec.Module)
+	remote := node.Spec.Module // not a pointer into node, which it would keep
+	e.remote.Store(&remote)
 	return s.sendRemote(ctx, hops, e, node.Spec.Module, data)
 }
 

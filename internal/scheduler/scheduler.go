@@ -224,7 +224,9 @@ const (
 // Update makes the node's instance match node: it creates the instance if
 // needed (replacing it when the component changed), delivers settings when they
 // changed and then the node on _reconcile. Problems with the spec are returned
-// and leave the rest of the node, and every other node, running.
+// and leave the rest of the node, and every other node, running. The scheduler
+// keeps node until the next Update and never changes it, so it may be an
+// informer cache's own object.
 func (s *Scheduler) Update(ctx context.Context, node *v1alpha1.TinyNode) []Problem {
 	if node.Spec.Module != s.opts.Module.Name {
 		s.Remove(node.Name)
