@@ -55,7 +55,11 @@ export function SettingsForm({ node, schema: published, onSaved }: Props) {
   const warning = checked?.result.compileError ? `The page could not check these settings: ${checked.result.compileError}` : '';
   const extraErrors = useMemo(() => errorSchema(checked?.result.problems ?? []), [checked]);
   const parseErrors = Object.values(jsonErrors);
-  const invalid = errors.length > 0 || parseErrors.length > 0;
+  // Only a check of what the form holds now closes Save: one of what it held
+  // before the last keystroke says nothing of the fix just typed (and Save
+  // checks what it sends in any case).
+  const checkedNow = checked !== null && checked.data === data;
+  const invalid = (checkedNow && errors.length > 0) || parseErrors.length > 0;
 
   const setJsonError = useCallback((id: string, error: string | null) => {
     setJsonErrors((m) => {
