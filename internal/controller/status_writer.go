@@ -105,10 +105,16 @@ func (b *batch) waited() bool {
 }
 
 type change struct {
-	fn   func(*v1alpha1.TinyNode) error // nil: render only
-	done chan error                     // nil: nobody waits
-	term *leader.Term                   // the term the change was asked in
+	fn    func(*v1alpha1.TinyNode) error // nil: render only
+	done  chan error                     // nil: nobody waits
+	term  *leader.Term                   // the term the change was asked in
+	asked time.Time
 }
+
+// changeRetryFor bounds how long a component's change is tried again while
+// its writes fail for a reason that may pass (an API server that answers
+// 503 or 429, or not at all) before its caller gets the error.
+const changeRetryFor = 30 * time.Second
 
 // UpdateStatus applies fn (nil: render only) to a fresh copy of the node and
 // waits until the result is written, found unchanged, or failed.
@@ -118,7 +124,7 @@ func (w *StatusWriter) UpdateStatus(ctx context.Context, node string, fn func(*v
 		return ErrNotLeader
 	}
 	done := make(chan error, 1)
-	w.enqueue(node, change{fn: fn, done: done, term: term})
+	w.enqueue(node, change{fn: fn, done: done, term: term, asked: time.Now()})
 	select {
 	case err := <-done:
 		return err
@@ -286,8 +292,16 @@ func (w *StatusWriter) write(name string, b *batch) {
 	defer cancel()
 	results := make([]error, len(b.changes))
 	err := w.apply(ctx, name, b, results)
+	wait := w.retryLater(name, err)
 	for i, c := range b.changes {
 		if c.done == nil {
+			continue
+		}
+		if err != nil && wait > 0 && c.fn != nil && c.term.Valid() && time.Since(c.asked) < changeRetryFor {
+			// A component's change (a ticker's "running") is not lost to a
+			// failure that may pass: it goes with the retry's render, and
+			// its caller waits on.
+			time.AfterFunc(wait, func() { w.enqueue(name, c) })
 			continue
 		}
 		if err != nil {
@@ -296,18 +310,18 @@ func (w *StatusWriter) write(name string, b *batch) {
 			c.done <- results[i]
 		}
 	}
-	w.retryLater(name, err)
 }
 
 // retryLater renders the node again after a backoff when its write failed
 // for a reason that may pass: nobody else would, now that reconciles do not
-// wait for their writes.
-func (w *StatusWriter) retryLater(name string, err error) {
+// wait for their writes. It returns the backoff, or zero if the failure
+// will not pass.
+func (w *StatusWriter) retryLater(name string, err error) time.Duration {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err == nil || errors.Is(err, ErrNotLeader) || apierrors.IsNotFound(err) || apierrors.IsInvalid(err) {
 		delete(w.retries, name)
-		return
+		return 0
 	}
 	if w.retries == nil {
 		w.retries = map[string]time.Duration{}
@@ -318,6 +332,7 @@ func (w *StatusWriter) retryLater(name string, err error) {
 	}
 	w.retries[name] = min(2*wait, retryMax)
 	time.AfterFunc(wait, func() { w.Refresh(name) })
+	return wait
 }
 
 // apply runs the batch until it is written or found unchanged; results gets

@@ -2,12 +2,16 @@ package controller_test
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -115,5 +119,71 @@ func TestCopiesOlderThanOwnWritesAreNotReconciled(t *testing.T) {
 	}
 	if len(comp.seen) == 0 || comp.seen[len(comp.seen)-1] != "stopped" {
 		t.Errorf("_reconcile carried %q, want the last one stopped", comp.seen)
+	}
+}
+
+// failFirst answers the first n requests that match with 503, as an API
+// server under load does.
+type failFirst struct {
+	mu    sync.Mutex
+	n     int
+	match func(*http.Request) bool
+	next  http.RoundTripper
+}
+
+func (f *failFirst) RoundTrip(req *http.Request) (*http.Response, error) {
+	f.mu.Lock()
+	fail := f.n > 0 && f.match(req)
+	if fail {
+		f.n--
+	}
+	f.mu.Unlock()
+	if fail {
+		return &http.Response{StatusCode: http.StatusServiceUnavailable, Header: http.Header{"Content-Type": {"application/json"}},
+			Body:    io.NopCloser(strings.NewReader(`{"kind":"Status","apiVersion":"v1","status":"Failure","message":"injected","reason":"ServiceUnavailable","code":503}`)),
+			Request: req}, nil
+	}
+	return f.next.RoundTrip(req)
+}
+
+// TestComponentChangesOutlastAPIFailures: a component's status change (a
+// ticker's "running", which a new leader resumes from) is written although
+// the API server refuses its first writes, and the component is told it
+// succeeded, not that it failed.
+func TestComponentChangesOutlastAPIFailures(t *testing.T) {
+	env := controlplanetest.Start(t)
+	ns := env.Namespace(t)
+	ctx := controlplanetest.Context(t, time.Minute)
+	faults := &failFirst{n: 3, match: func(req *http.Request) bool {
+		return req.Method == http.MethodPut && strings.HasSuffix(req.URL.Path, "/status")
+	}}
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { faults.next = rt; return faults })
+	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := &v1alpha1.TinyNode{ObjectMeta: metav1.ObjectMeta{Name: "n", Namespace: ns}, Spec: v1alpha1.TinyNodeSpec{Module: "m", Component: "seer"}}
+	if err := env.Client.Create(ctx, node); err != nil {
+		t.Fatal(err)
+	}
+	status := &controller.StatusWriter{Client: c, Reader: c, Namespace: ns, Leader: leader.Always}
+	if err := status.UpdateStatus(ctx, "n", func(n *v1alpha1.TinyNode) error {
+		n.Status.Metadata["running"] = "true"
+		return nil
+	}); err != nil {
+		t.Fatalf("the change failed: %v", err)
+	}
+	got := &v1alpha1.TinyNode{}
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(node), got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Status.Metadata["running"] != "true" {
+		t.Errorf("metadata %v: the change was not written", got.Status.Metadata)
+	}
+	faults.mu.Lock()
+	defer faults.mu.Unlock()
+	if faults.n != 0 {
+		t.Errorf("%d faults never injected: the test proves nothing", faults.n)
 	}
 }

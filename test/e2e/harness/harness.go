@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -169,6 +170,13 @@ func (c *Cluster) Run(name, ns, id string, extra ...string) *Process {
 		if c.t.Failed() { // the process's own account of a failure, or its absence
 			if b, err := os.ReadFile(p.Log); err == nil {
 				c.t.Logf("process %s (%v) logged, at the end:\n%s", p.ID, p.Err, b[max(0, len(b)-4096):])
+				if dir := os.Getenv("TINYMOD_E2E_LOGS"); dir != "" {
+					// The whole log, kept past the test's temporary directory.
+					keep := filepath.Join(dir, strings.ReplaceAll(c.t.Name(), "/", "_")+"-"+p.ID+".log")
+					if err := os.WriteFile(keep, b, 0o644); err != nil {
+						c.t.Logf("keep the log of %s: %v", p.ID, err)
+					}
+				}
 			}
 		}
 	})
