@@ -237,7 +237,7 @@ func needsJSONPath(q string) bool {
 		case strings.HasPrefix(s, ".."), s == ".*":
 			return true
 		case strings.HasPrefix(s, "["):
-			in := strings.TrimSpace(s[1 : len(s)-1])
+			in := strings.TrimSpace(strings.TrimSuffix(s[1:], "]")) // "$[" is a bracket never closed
 			if strings.HasPrefix(in, "?") || in == "*" || isUnion(in) {
 				return true
 			}

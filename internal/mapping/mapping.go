@@ -84,8 +84,15 @@ func (st *evalState) release() {
 }
 
 // Compile parses a JSON template and compiles every expression in it. The
-// error names the expression that does not compile.
-func Compile(template []byte) (*Template, error) {
+// error names the expression that does not compile. A template is input from
+// whoever writes a node, so a bug in compiling one is an error for that
+// node, never a panic in the replica that reads it.
+func Compile(template []byte) (t *Template, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			t, err = nil, fmt.Errorf("mapping cannot be compiled (a bug in the mapping compiler): %v", r)
+		}
+	}()
 	var v any
 	if err := json.Unmarshal(template, &v); err != nil {
 		return nil, fmt.Errorf("mapping is not JSON: %w", err)
