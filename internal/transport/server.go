@@ -120,12 +120,6 @@ func (s *Server) streamEnded() {
 	s.mu.Unlock()
 }
 
-// frame is one read off a Stream.
-type frame struct {
-	env *transportpb.Envelope
-	err error
-}
-
 // taken is a message a Stream has read; its deadline (zero for none) counts
 // from when it was read, however long it waits for a slot.
 type taken struct {
@@ -133,153 +127,213 @@ type taken struct {
 	deadline time.Time
 }
 
+// serving is one Stream's state. Its reader takes each frame as it arrives
+// and its handlers settle their own messages, under mu, so that a message
+// passes through no goroutine but the reader and its handler; the Stream's
+// own goroutine only waits for the drain, the cut or the end.
+type serving struct {
+	s      *Server
+	stream transportpb.Module_StreamServer
+	sendMu sync.Mutex
+
+	mu       sync.Mutex
+	changed  *sync.Cond                         // on mu: a slot freed, the stream drained, cut or ended
+	running  map[uint64]context.CancelCauseFunc // handlers under way, by seq
+	queue    []taken                            // read, waiting for a slot
+	reading  bool                               // the sender has not closed its side
+	draining bool                               // new messages are refused
+	stopped  bool                               // cut, or the Stream returned: nothing more is read or started
+	finished chan struct{}                      // closed once the sender is done and every message answered
+}
+
 // Stream serves many messages over one stream, each in its own goroutine, at
 // most MaxConcurrentPerStream at a time.
 func (s *Server) Stream(stream transportpb.Module_StreamServer) error {
 	s.streamStarted()
 	defer s.streamEnded()
-
-	// The reader hands over one frame at a time: while the loop below takes
-	// none, nothing more is read and flow control holds the sender back.
-	frames := make(chan frame)
-	returned := make(chan struct{})
-	defer close(returned)
-	go func() {
-		for {
-			env, err := stream.Recv()
-			select {
-			case frames <- frame{env, err}:
-			case <-returned:
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
+	st := &serving{s: s, stream: stream, running: map[uint64]context.CancelCauseFunc{}, reading: true, finished: make(chan struct{})}
+	st.changed = sync.NewCond(&st.mu)
+	defer func() {
+		st.mu.Lock()
+		st.stopped = true
+		st.changed.Broadcast()
+		st.mu.Unlock()
 	}()
+	go st.read()
 
-	var (
-		sendMu   sync.Mutex
-		running  = map[uint64]context.CancelCauseFunc{} // only this goroutine touches it
-		queue    []taken                                // read, waiting for a slot
-		answered = make(chan uint64, s.limit)           // never blocks: one per running handler
-		reading  = true
-		draining = false
-	)
-	send := func(env *transportpb.Envelope) {
-		sendMu.Lock()
-		_ = stream.Send(env)
-		sendMu.Unlock()
-	}
-	refuse := func(seq uint64, err error) {
-		st := status.Convert(err)
-		send(&transportpb.Envelope{Seq: seq, Code: int32(st.Code()), Status: st.Message()})
-	}
-	start := func(m taken) {
-		seq := m.env.GetSeq()
-		// One context per message hangs on the stream's, and goes with its answer.
-		ctx, cancel := context.WithCancelCause(stream.Context())
-		running[seq] = cancel
-		s.work.run(func() {
-			hctx, stopTimer := ctx, context.CancelFunc(func() {})
-			if !m.deadline.IsZero() {
-				hctx, stopTimer = context.WithDeadline(ctx, m.deadline)
-			}
-			res, err := s.handle(hctx, m.env.GetMessage())
-			stopTimer()
-			cancel(nil)
-			out := &transportpb.Envelope{Seq: seq, Result: res}
-			if err != nil {
-				st := status.Convert(err)
-				out.Code, out.Status = int32(st.Code()), st.Message()
-			}
-			send(out)
-			answered <- seq
-		})
-	}
-	finish := func(seq uint64) {
-		delete(running, seq)
-		if len(queue) > 0 && len(running) < s.limit {
-			next := queue[0]
-			queue = queue[1:]
-			start(next)
-		}
-	}
-	drain := func() {
-		draining = true
-		for _, m := range queue {
-			refuse(m.env.GetSeq(), errDraining)
-		}
-		queue = nil
-		send(&transportpb.Envelope{Seq: drainNotice, Code: int32(codes.Unavailable), Status: errDraining.Error()})
-	}
 	drainStarts := s.draining
 	for {
-		if !reading && len(running) == 0 && len(queue) == 0 {
-			return nil // the sender closed its side and every message is answered
-		}
 		select {
-		case <-drainStarts: // before anything else, so a stream opened late takes nothing
-			drainStarts = nil
-			drain()
-			continue
-		default:
-		}
-		var in <-chan frame
-		if reading && (draining || len(queue) < s.limit) {
-			in = frames
-		}
-		select {
-		case f := <-in:
-			if f.err != nil {
-				reading = false
-				if f.err != io.EOF {
-					// The sender has gone: nobody waits for these answers.
-					for _, cancel := range running {
-						cancel(nil)
-					}
-					queue = nil
-				}
-				continue
-			}
-			env := f.env
-			seq := env.GetSeq()
-			switch {
-			case env.GetCancel():
-				if cancel := running[seq]; cancel != nil {
-					cancel(nil)
-				}
-				queue = slices.DeleteFunc(queue, func(q taken) bool { return q.env.GetSeq() == seq })
-			case draining:
-				refuse(seq, errDraining)
-			case seq == drainNotice || running[seq] != nil || slices.ContainsFunc(queue, func(q taken) bool { return q.env.GetSeq() == seq }):
-				refuse(seq, status.Errorf(codes.InvalidArgument, "seq %d is reserved or already in use", seq))
-			default:
-				m := taken{env: env}
-				if t := env.GetTimeout(); t > 0 {
-					m.deadline = time.Now().Add(time.Duration(t))
-				}
-				if len(running) < s.limit {
-					start(m)
-				} else {
-					queue = append(queue, m)
-				}
-			}
-		case seq := <-answered:
-			finish(seq)
 		case <-drainStarts:
 			drainStarts = nil
-			drain()
+			st.drain()
+		case <-st.finished:
+			return nil // the sender closed its side and every message is answered
 		case <-s.cut:
-			for _, cancel := range running {
+			st.mu.Lock()
+			st.stopped = true
+			for _, cancel := range st.running {
 				cancel(errStopped)
 			}
-			for len(running) > 0 {
-				delete(running, <-answered)
+			for len(st.running) > 0 {
+				st.changed.Wait()
 			}
+			st.mu.Unlock()
 			return status.Error(codes.Unavailable, "tinymod: the replica is stopping")
 		}
 	}
+}
+
+func (st *serving) send(env *transportpb.Envelope) {
+	st.sendMu.Lock()
+	_ = st.stream.Send(env)
+	st.sendMu.Unlock()
+}
+
+func (st *serving) refuse(seq uint64, err error) {
+	s := status.Convert(err)
+	st.send(&transportpb.Envelope{Seq: seq, Code: int32(s.Code()), Status: s.Message()})
+}
+
+// read takes frames until the stream ends. While the queue is full (and the
+// stream not draining) it reads nothing, and flow control holds the sender
+// back.
+func (st *serving) read() {
+	for {
+		st.mu.Lock()
+		for !st.stopped && !st.draining && len(st.queue) >= st.s.limit {
+			st.changed.Wait()
+		}
+		stopped := st.stopped
+		st.mu.Unlock()
+		if stopped {
+			return
+		}
+		env, err := st.stream.Recv()
+		if err != nil {
+			st.mu.Lock()
+			st.reading = false
+			if err != io.EOF {
+				// The sender has gone: nobody waits for these answers.
+				for _, cancel := range st.running {
+					cancel(nil)
+				}
+				st.queue = nil
+			}
+			st.settledLocked()
+			st.mu.Unlock()
+			return
+		}
+		select {
+		case <-st.s.draining: // a stream opened late takes nothing
+			st.drain()
+		default:
+		}
+		if refusal := st.take(env); refusal != nil {
+			st.refuse(env.GetSeq(), refusal)
+		}
+	}
+}
+
+// take starts, queues or cancels what env carries, and returns why it is
+// refused, if it is.
+func (st *serving) take(env *transportpb.Envelope) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	seq := env.GetSeq()
+	switch {
+	case st.stopped:
+		return nil // the Stream is ending: nobody reads an answer
+	case env.GetCancel():
+		if cancel := st.running[seq]; cancel != nil {
+			cancel(nil)
+		}
+		st.queue = slices.DeleteFunc(st.queue, func(q taken) bool { return q.env.GetSeq() == seq })
+		return nil
+	case st.draining:
+		return errDraining
+	case seq == drainNotice || st.running[seq] != nil || slices.ContainsFunc(st.queue, func(q taken) bool { return q.env.GetSeq() == seq }):
+		return status.Errorf(codes.InvalidArgument, "seq %d is reserved or already in use", seq)
+	}
+	m := taken{env: env}
+	if t := env.GetTimeout(); t > 0 {
+		m.deadline = time.Now().Add(time.Duration(t))
+	}
+	if len(st.running) < st.s.limit {
+		st.startLocked(m)
+	} else {
+		st.queue = append(st.queue, m)
+	}
+	return nil
+}
+
+// startLocked runs m's handler on a worker; the caller holds mu.
+func (st *serving) startLocked(m taken) {
+	seq := m.env.GetSeq()
+	// One context per message hangs on the stream's, and goes with its answer.
+	ctx, cancel := context.WithCancelCause(st.stream.Context())
+	st.running[seq] = cancel
+	st.s.work.run(func() {
+		hctx, stopTimer := ctx, context.CancelFunc(func() {})
+		if !m.deadline.IsZero() {
+			hctx, stopTimer = context.WithDeadline(ctx, m.deadline)
+		}
+		res, err := st.s.handle(hctx, m.env.GetMessage())
+		stopTimer()
+		cancel(nil)
+		out := &transportpb.Envelope{Seq: seq, Result: res}
+		if err != nil {
+			s := status.Convert(err)
+			out.Code, out.Status = int32(s.Code()), s.Message()
+		}
+		st.send(out)
+		st.finish(seq)
+	})
+}
+
+// finish settles an answered message and starts the next one waiting.
+func (st *serving) finish(seq uint64) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	delete(st.running, seq)
+	if !st.stopped && len(st.queue) > 0 && len(st.running) < st.s.limit {
+		next := st.queue[0]
+		st.queue = st.queue[1:]
+		st.startLocked(next)
+	}
+	st.changed.Broadcast()
+	st.settledLocked()
+}
+
+// settledLocked closes finished once the sender is done and every message
+// it sent is answered; the caller holds mu.
+func (st *serving) settledLocked() {
+	if !st.reading && len(st.running) == 0 && len(st.queue) == 0 {
+		select {
+		case <-st.finished:
+		default:
+			close(st.finished)
+		}
+	}
+}
+
+// drain refuses what waits, takes nothing more, and tells the sender.
+func (st *serving) drain() {
+	st.mu.Lock()
+	if st.draining {
+		st.mu.Unlock()
+		return
+	}
+	st.draining = true
+	queued := st.queue
+	st.queue = nil
+	st.changed.Broadcast()
+	st.settledLocked()
+	st.mu.Unlock()
+	for _, m := range queued {
+		st.refuse(m.env.GetSeq(), errDraining)
+	}
+	st.send(&transportpb.Envelope{Seq: drainNotice, Code: int32(codes.Unavailable), Status: errDraining.Error()})
 }
 
 // errDraining refuses a message that was not handled because the replica is

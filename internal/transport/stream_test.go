@@ -173,8 +173,8 @@ func TestStreamBoundsConcurrentHandlers(t *testing.T) {
 			fed.Add(1)
 		}
 	}()
-	// limit running, limit read ahead, and one held by the reader.
-	const taken = 2*limit + 1
+	// limit running and limit read ahead.
+	const taken = 2 * limit
 	deadline := time.Now().Add(10 * time.Second)
 	for (fed.Load() < taken || g.arrived.Load() < limit) && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
