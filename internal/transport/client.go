@@ -127,24 +127,25 @@ func (p *peer) close() {
 	_ = p.conn.Close()
 }
 
-// peer returns the peer at addr, connecting if there is none, and marks it used.
-func (c *Client) peer(addr string) (*peer, error) {
+// peer returns the peer at addr, connecting if there is none, and marks it
+// used; and the stream new messages to it take, if there is one.
+func (c *Client) peer(addr string) (*peer, *mux, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	select {
 	case <-c.closed:
-		return nil, errors.New("the transport client is closed")
+		return nil, nil, errors.New("the transport client is closed")
 	default:
 	}
 	if p := c.peers[addr]; p != nil {
 		p.used = time.Now()
-		return p, nil
+		return p, p.mux, nil
 	}
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: c.cfg.KeepaliveTime, Timeout: c.cfg.KeepaliveTimeout}))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	p := &peer{addr: addr, conn: conn, muxes: map[*mux]struct{}{}, used: time.Now()}
 	c.peers[addr] = p
@@ -152,7 +153,7 @@ func (c *Client) peer(addr string) (*peer, error) {
 		c.sweeping = true
 		go c.sweep()
 	}
-	return p, nil
+	return p, nil, nil
 }
 
 // sweep closes the connections of idle peers until there are none left.
@@ -200,9 +201,12 @@ func (p *peer) inFlight() bool {
 // stream returns the open stream to addr, opening one if there is none or
 // the last one takes no more messages.
 func (c *Client) stream(ctx context.Context, addr string) (*mux, error) {
-	p, err := c.peer(addr)
+	p, m, err := c.peer(addr)
 	if err != nil {
 		return nil, err
+	}
+	if m != nil && m.broken() == nil {
+		return m, nil // the usual case: no look at the connection's state
 	}
 	if err := waitReady(ctx, p.conn); err != nil {
 		return nil, err
@@ -210,12 +214,12 @@ func (c *Client) stream(ctx context.Context, addr string) (*mux, error) {
 	p.open.Lock()
 	defer p.open.Unlock()
 	c.mu.Lock()
-	m := p.mux
+	m = p.mux
 	c.mu.Unlock()
 	if m != nil && m.broken() == nil {
 		return m, nil
 	}
-	sctx, cancel := context.WithCancel(context.Background())
+	sctx, cancel := context.WithCancel(withBatches(context.Background()))
 	if c.token != "" {
 		sctx = tokenContext(sctx, c.token)
 	}
@@ -224,7 +228,7 @@ func (c *Client) stream(ctx context.Context, addr string) (*mux, error) {
 		cancel()
 		return nil, err
 	}
-	m = &mux{stream: stream, cancel: cancel, pending: map[uint64]chan *transportpb.Envelope{}}
+	m = newMux(stream, cancel)
 	c.mu.Lock()
 	if c.peers[addr] != p {
 		c.mu.Unlock()
@@ -420,12 +424,34 @@ func decodeResult(res *transportpb.Result, err error, to string) any {
 type mux struct {
 	stream transportpb.Module_StreamClient
 	cancel context.CancelFunc
+	out    *outbox
 
-	sendMu  sync.Mutex
 	mu      sync.Mutex
 	seq     uint64
 	pending map[uint64]chan *transportpb.Envelope
 	err     error // set once the stream takes no more messages: it broke, or the replica drains
+}
+
+func newMux(stream transportpb.Module_StreamClient, cancel context.CancelFunc) *mux {
+	m := &mux{stream: stream, cancel: cancel, pending: map[uint64]chan *transportpb.Envelope{}}
+	m.out = newOutbox(stream.Send, m.unsent)
+	return m
+}
+
+// unsent answers the messages among envs that could not be written as
+// Unavailable: the replica never took them, so they may go to another.
+func (m *mux) unsent(envs []*transportpb.Envelope, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, env := range envs {
+		if env.GetMessage() == nil {
+			continue
+		}
+		if ch := m.pending[env.GetSeq()]; ch != nil {
+			delete(m.pending, env.GetSeq())
+			ch <- &transportpb.Envelope{Seq: env.GetSeq(), Code: int32(codes.Unavailable), Status: err.Error()}
+		}
+	}
 }
 
 func (m *mux) broken() error {
@@ -443,6 +469,11 @@ func (m *mux) inFlight() int {
 // receive hands each result to its waiting sender until the stream ends.
 func (m *mux) receive() {
 	defer m.cancel()
+	// The server's header says whether it reads batches; until it comes
+	// (an older server sends it with its first answer), messages go alone.
+	if md, err := m.stream.Header(); err == nil && readsBatches(md) {
+		m.out.batch.Store(true)
+	}
 	for {
 		env, err := m.stream.Recv()
 		if err != nil {
@@ -460,19 +491,30 @@ func (m *mux) receive() {
 			m.mu.Unlock()
 			return
 		}
-		if env.GetSeq() == drainNotice {
-			if env.GetCode() == int32(codes.Unavailable) {
-				m.draining(env.GetStatus())
+		if batch := env.GetBatch(); len(batch) > 0 {
+			for _, env := range batch {
+				m.answer(env)
 			}
 			continue
 		}
-		m.mu.Lock()
-		ch := m.pending[env.GetSeq()]
-		delete(m.pending, env.GetSeq())
-		m.mu.Unlock()
-		if ch != nil {
-			ch <- env
+		m.answer(env)
+	}
+}
+
+// answer hands env to the sender waiting for it.
+func (m *mux) answer(env *transportpb.Envelope) {
+	if env.GetSeq() == drainNotice {
+		if env.GetCode() == int32(codes.Unavailable) {
+			m.draining(env.GetStatus())
 		}
+		return
+	}
+	m.mu.Lock()
+	ch := m.pending[env.GetSeq()]
+	delete(m.pending, env.GetSeq())
+	m.mu.Unlock()
+	if ch != nil {
+		ch <- env
 	}
 }
 
@@ -486,11 +528,12 @@ func (m *mux) draining(reason string) {
 	}
 	m.mu.Unlock()
 	go func() {
-		// Not on the receiving goroutine: a sender may hold sendMu while
-		// flow control waits for the replica to read.
-		m.sendMu.Lock()
+		// Not on the receiving goroutine: a sender may be writing while
+		// flow control waits for the replica to read. What waits to be
+		// written after this fails to write, and is answered Unavailable.
+		m.out.writeMu.Lock()
 		_ = m.stream.CloseSend()
-		m.sendMu.Unlock()
+		m.out.writeMu.Unlock()
 	}()
 }
 
@@ -512,15 +555,7 @@ func (m *mux) send(ctx context.Context, req *transportpb.Message) (*transportpb.
 	if deadline, ok := ctx.Deadline(); ok {
 		env.Timeout = max(int64(time.Until(deadline)), 1)
 	}
-	m.sendMu.Lock()
-	err := m.stream.Send(env)
-	m.sendMu.Unlock()
-	if err != nil {
-		m.mu.Lock()
-		delete(m.pending, seq)
-		m.mu.Unlock()
-		return nil, status.Error(codes.Unavailable, err.Error())
-	}
+	m.out.put(env) // a failed write is answered Unavailable
 	select {
 	case res, ok := <-ch:
 		if !ok {
@@ -535,9 +570,7 @@ func (m *mux) send(ctx context.Context, req *transportpb.Message) (*transportpb.
 		m.mu.Lock()
 		delete(m.pending, seq)
 		m.mu.Unlock()
-		m.sendMu.Lock()
-		_ = m.stream.Send(&transportpb.Envelope{Seq: seq, Cancel: true})
-		m.sendMu.Unlock()
+		m.out.put(&transportpb.Envelope{Seq: seq, Cancel: true})
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/tinymod/tinymod/internal/scheduler"
@@ -37,9 +38,10 @@ type Handler interface {
 type ServerConfig struct {
 	// MaxConcurrentPerStream bounds the messages of one Stream handled at
 	// once. Past it the stream reads ahead as many more (so that
-	// cancellations behind them still arrive) and then stops reading until
-	// one is answered, which holds the sender back through HTTP/2 flow
-	// control. Defaults to DefaultMaxConcurrentPerStream.
+	// cancellations behind them still arrive), plus the rest of the frame
+	// it last read (a batch holds at most 128), and then stops reading
+	// until one is answered, which holds the sender back through HTTP/2
+	// flow control. Defaults to DefaultMaxConcurrentPerStream.
 	MaxConcurrentPerStream int
 }
 
@@ -134,7 +136,7 @@ type taken struct {
 type serving struct {
 	s      *Server
 	stream transportpb.Module_StreamServer
-	sendMu sync.Mutex
+	out    *outbox // answers, refusals and the drain notice
 
 	mu       sync.Mutex
 	changed  *sync.Cond                         // on mu: a slot freed, the stream drained, cut or ended
@@ -153,6 +155,13 @@ func (s *Server) Stream(stream transportpb.Module_StreamServer) error {
 	defer s.streamEnded()
 	st := &serving{s: s, stream: stream, running: map[uint64]context.CancelCauseFunc{}, reading: true, finished: make(chan struct{})}
 	st.changed = sync.NewCond(&st.mu)
+	st.out = newOutbox(stream.Send, nil)
+	// Batches both ways if the sender reads them; the header says that
+	// this side does.
+	if md, ok := metadata.FromIncomingContext(stream.Context()); ok && readsBatches(md) {
+		st.out.batch.Store(true)
+	}
+	_ = stream.SendHeader(metadata.Pairs(batchKey, "1"))
 	defer func() {
 		st.mu.Lock()
 		st.stopped = true
@@ -168,6 +177,7 @@ func (s *Server) Stream(stream transportpb.Module_StreamServer) error {
 			drainStarts = nil
 			st.drain()
 		case <-st.finished:
+			st.out.wait()
 			return nil // the sender closed its side and every message is answered
 		case <-s.cut:
 			st.mu.Lock()
@@ -179,16 +189,13 @@ func (s *Server) Stream(stream transportpb.Module_StreamServer) error {
 				st.changed.Wait()
 			}
 			st.mu.Unlock()
+			st.out.wait()
 			return status.Error(codes.Unavailable, "tinymod: the replica is stopping")
 		}
 	}
 }
 
-func (st *serving) send(env *transportpb.Envelope) {
-	st.sendMu.Lock()
-	_ = st.stream.Send(env)
-	st.sendMu.Unlock()
-}
+func (st *serving) send(env *transportpb.Envelope) { st.out.put(env) }
 
 func (st *serving) refuse(seq uint64, err error) {
 	s := status.Convert(err)
@@ -229,9 +236,19 @@ func (st *serving) read() {
 			st.drain()
 		default:
 		}
-		if refusal := st.take(env); refusal != nil {
-			st.refuse(env.GetSeq(), refusal)
+		if batch := env.GetBatch(); len(batch) > 0 {
+			for _, env := range batch {
+				st.takeOrRefuse(env)
+			}
+			continue
 		}
+		st.takeOrRefuse(env)
+	}
+}
+
+func (st *serving) takeOrRefuse(env *transportpb.Envelope) {
+	if refusal := st.take(env); refusal != nil {
+		st.refuse(env.GetSeq(), refusal)
 	}
 }
 
@@ -250,6 +267,8 @@ func (st *serving) take(env *transportpb.Envelope) error {
 		}
 		st.queue = slices.DeleteFunc(st.queue, func(q taken) bool { return q.env.GetSeq() == seq })
 		return nil
+	case len(env.GetBatch()) > 0:
+		return status.Error(codes.InvalidArgument, "a batch may not hold a batch")
 	case st.draining:
 		return errDraining
 	case seq == drainNotice || st.running[seq] != nil || slices.ContainsFunc(st.queue, func(q taken) bool { return q.env.GetSeq() == seq }):

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/tinymod/tinymod/internal/scheduler"
@@ -59,6 +60,8 @@ func newFakeStream(ctx context.Context) *fakeStream {
 }
 
 func (f *fakeStream) Context() context.Context { return f.ctx }
+
+func (f *fakeStream) SendHeader(metadata.MD) error { return nil }
 
 func (f *fakeStream) Recv() (*transportpb.Envelope, error) {
 	select {

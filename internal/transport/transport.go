@@ -4,7 +4,11 @@
 // Results, errors with their class (transient or permanent), deadlines,
 // cancellation, message depth and IDs cross the wire.
 //
-// Messages travel over one long-lived Stream per pair of replicas. A replica
+// Messages travel over one long-lived Stream per pair of replicas. Messages
+// and answers that wait to be written while another is written share its
+// frame (a batch) when the peer said it reads batches, so under load many
+// of them cost one gRPC message; a message alone is written at once. A
+// replica
 // that stops drains its streams (Server.Drain): the senders move the messages
 // they have not sent yet to other replicas, and get the answers of those in
 // flight. Connections to replicas that have gone, or that no message has

@@ -35,8 +35,14 @@ type Envelope struct {
 	// Cancel asks the receiver to cancel message seq.
 	Cancel bool `protobuf:"varint,5,opt,name=cancel,proto3" json:"cancel,omitempty"`
 	// Status carries a refusal of message seq as a gRPC status code and text.
-	Code          int32  `protobuf:"varint,6,opt,name=code,proto3" json:"code,omitempty"`
-	Status        string `protobuf:"bytes,7,opt,name=status,proto3" json:"status,omitempty"`
+	Code   int32  `protobuf:"varint,6,opt,name=code,proto3" json:"code,omitempty"`
+	Status string `protobuf:"bytes,7,opt,name=status,proto3" json:"status,omitempty"`
+	// Batch carries several envelopes in one frame, each read as if it had
+	// come alone, in order; an envelope with a batch carries nothing else.
+	// A side sends batches only to a peer that said it reads them: the
+	// client in its "tinymod-batch" request metadata, the server in its
+	// "tinymod-batch" response header.
+	Batch         []*Envelope `protobuf:"bytes,8,rep,name=batch,proto3" json:"batch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -118,6 +124,13 @@ func (x *Envelope) GetStatus() string {
 		return x.Status
 	}
 	return ""
+}
+
+func (x *Envelope) GetBatch() []*Envelope {
+	if x != nil {
+		return x.Batch
+	}
+	return nil
 }
 
 type Message struct {
@@ -331,7 +344,7 @@ var File_api_proto_transport_proto protoreflect.FileDescriptor
 
 const file_api_proto_transport_proto_rawDesc = "" +
 	"\n" +
-	"\x19api/proto/transport.proto\x12\x14tinymod.transport.v1\"\xe9\x01\n" +
+	"\x19api/proto/transport.proto\x12\x14tinymod.transport.v1\"\x9f\x02\n" +
 	"\bEnvelope\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x127\n" +
 	"\amessage\x18\x02 \x01(\v2\x1d.tinymod.transport.v1.MessageR\amessage\x124\n" +
@@ -339,7 +352,8 @@ const file_api_proto_transport_proto_rawDesc = "" +
 	"\atimeout\x18\x04 \x01(\x03R\atimeout\x12\x16\n" +
 	"\x06cancel\x18\x05 \x01(\bR\x06cancel\x12\x12\n" +
 	"\x04code\x18\x06 \x01(\x05R\x04code\x12\x16\n" +
-	"\x06status\x18\a \x01(\tR\x06status\"\xf9\x01\n" +
+	"\x06status\x18\a \x01(\tR\x06status\x124\n" +
+	"\x05batch\x18\b \x03(\v2\x1e.tinymod.transport.v1.EnvelopeR\x05batch\"\xf9\x01\n" +
 	"\aMessage\x12\x16\n" +
 	"\x06module\x18\x01 \x01(\tR\x06module\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x12\x12\n" +
@@ -385,17 +399,18 @@ var file_api_proto_transport_proto_goTypes = []any{
 var file_api_proto_transport_proto_depIdxs = []int32{
 	1, // 0: tinymod.transport.v1.Envelope.message:type_name -> tinymod.transport.v1.Message
 	2, // 1: tinymod.transport.v1.Envelope.result:type_name -> tinymod.transport.v1.Result
-	4, // 2: tinymod.transport.v1.Message.trace:type_name -> tinymod.transport.v1.Message.TraceEntry
-	3, // 3: tinymod.transport.v1.Result.error:type_name -> tinymod.transport.v1.Error
-	1, // 4: tinymod.transport.v1.Module.Send:input_type -> tinymod.transport.v1.Message
-	0, // 5: tinymod.transport.v1.Module.Stream:input_type -> tinymod.transport.v1.Envelope
-	2, // 6: tinymod.transport.v1.Module.Send:output_type -> tinymod.transport.v1.Result
-	0, // 7: tinymod.transport.v1.Module.Stream:output_type -> tinymod.transport.v1.Envelope
-	6, // [6:8] is the sub-list for method output_type
-	4, // [4:6] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	0, // 2: tinymod.transport.v1.Envelope.batch:type_name -> tinymod.transport.v1.Envelope
+	4, // 3: tinymod.transport.v1.Message.trace:type_name -> tinymod.transport.v1.Message.TraceEntry
+	3, // 4: tinymod.transport.v1.Result.error:type_name -> tinymod.transport.v1.Error
+	1, // 5: tinymod.transport.v1.Module.Send:input_type -> tinymod.transport.v1.Message
+	0, // 6: tinymod.transport.v1.Module.Stream:input_type -> tinymod.transport.v1.Envelope
+	2, // 7: tinymod.transport.v1.Module.Send:output_type -> tinymod.transport.v1.Result
+	0, // 8: tinymod.transport.v1.Module.Stream:output_type -> tinymod.transport.v1.Envelope
+	7, // [7:9] is the sub-list for method output_type
+	5, // [5:7] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_api_proto_transport_proto_init() }
