@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/tinymod/tinymod/internal/scheduler"
@@ -342,5 +343,130 @@ func TestOutboxBatchBounds(t *testing.T) {
 	}
 	if total != maxBatchLen+7 {
 		t.Fatalf("%d envelopes written, want %d", total, maxBatchLen+7)
+	}
+}
+
+// scriptedClientStream is the client side of a Stream whose first Send
+// holds until released, whose Recv fails once broken is closed, and which
+// fails the test if anything is written after CloseSend.
+type scriptedClientStream struct {
+	grpc.ClientStream
+	t        *testing.T
+	release  chan struct{}
+	broken   chan struct{}
+	mu       sync.Mutex
+	sent     []uint64
+	closed   bool
+	inSend   chan struct{} // closed when the first Send starts
+	inSendOK sync.Once
+}
+
+func newScriptedClientStream(t *testing.T) *scriptedClientStream {
+	return &scriptedClientStream{t: t, release: make(chan struct{}), broken: make(chan struct{}), inSend: make(chan struct{})}
+}
+
+func (s *scriptedClientStream) Header() (metadata.MD, error) {
+	return metadata.Pairs(batchKey, "1"), nil
+}
+
+func (s *scriptedClientStream) Send(env *transportpb.Envelope) error {
+	s.inSendOK.Do(func() { close(s.inSend) })
+	select {
+	case <-s.release:
+	case <-time.After(10 * time.Second):
+		s.t.Error("the first write was never released")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		s.t.Errorf("envelope %d written after CloseSend", env.GetSeq())
+	}
+	s.sent = append(s.sent, env.GetSeq())
+	return nil
+}
+
+func (s *scriptedClientStream) CloseSend() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *scriptedClientStream) Recv() (*transportpb.Envelope, error) {
+	<-s.broken
+	return nil, status.Error(codes.Unavailable, "connection reset")
+}
+
+// TestQueuedMessageOfABrokenStreamIsUnavailable: when the stream breaks,
+// a message written may have been handled and fails as Aborted, but one
+// still waiting behind it was never written: it fails as Unavailable (so
+// the sender may take it to another replica) and is never written.
+func TestQueuedMessageOfABrokenStreamIsUnavailable(t *testing.T) {
+	stream := newScriptedClientStream(t)
+	m := newMux(stream, func() {})
+	receiving := make(chan struct{})
+	go func() { m.receive(); close(receiving) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	first := make(chan error, 1)
+	go func() { _, err := m.send(ctx, &transportpb.Message{Module: "b", To: "n.in"}); first <- err }()
+	<-stream.inSend // the first message is being written
+	second := make(chan error, 1)
+	go func() { _, err := m.send(ctx, &transportpb.Message{Module: "b", To: "n.in"}); second <- err }()
+	for deadline := time.Now().Add(10 * time.Second); m.inFlight() < 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the second message never waited")
+		}
+	}
+	close(stream.broken)
+	<-receiving
+	if err := <-second; status.Code(err) != codes.Unavailable {
+		t.Errorf("the message never written failed with %v, want Unavailable", err)
+	}
+	close(stream.release)
+	if err := <-first; status.Code(err) != codes.Aborted {
+		t.Errorf("the message written failed with %v, want Aborted", err)
+	}
+	m.out.wait()
+	stream.mu.Lock()
+	defer stream.mu.Unlock()
+	if fmt.Sprint(stream.sent) != "[1]" {
+		t.Errorf("written: %v, want only the first message", stream.sent)
+	}
+}
+
+// TestDrainingWritesNothingAfterCloseSend: a drain notice closes the
+// sending side once the frame being written is out; the messages waiting
+// behind it fail as Unavailable and are never written after the close.
+func TestDrainingWritesNothingAfterCloseSend(t *testing.T) {
+	for range 20 {
+		stream := newScriptedClientStream(t)
+		m := newMux(stream, func() {})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		first := make(chan error, 1)
+		go func() { _, err := m.send(ctx, &transportpb.Message{Module: "b", To: "n.in"}); first <- err }()
+		<-stream.inSend
+		second := make(chan error, 1)
+		go func() { _, err := m.send(ctx, &transportpb.Message{Module: "b", To: "n.in"}); second <- err }()
+		for deadline := time.Now().Add(10 * time.Second); m.inFlight() < 2; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the second message never waited")
+			}
+		}
+		m.deliver(&transportpb.Envelope{Seq: drainNotice, Code: int32(codes.Unavailable), Status: "draining"})
+		close(stream.release)
+		m.out.wait() // the second message is written before the close, or failed
+		stream.mu.Lock()
+		wrote := len(stream.sent)
+		stream.mu.Unlock()
+		if wrote == 1 {
+			if err := <-second; status.Code(err) != codes.Unavailable {
+				t.Errorf("the message never written failed with %v, want Unavailable", err)
+			}
+		}
+		cancel()
+		<-first
+		close(stream.broken)
 	}
 }

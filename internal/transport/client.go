@@ -428,14 +428,49 @@ type mux struct {
 
 	mu      sync.Mutex
 	seq     uint64
-	pending map[uint64]chan *transportpb.Envelope
+	pending map[uint64]*call
 	err     error // set once the stream takes no more messages: it broke, or the replica drains
 }
 
+// call is a message waiting for its answer.
+type call struct {
+	// answer gets the answer, or a refusal; it is closed when the stream
+	// breaks after the message was written.
+	answer   chan *transportpb.Envelope
+	deadline time.Time // zero for none
+	written  bool      // handed to the stream: the replica may have it
+}
+
 func newMux(stream transportpb.Module_StreamClient, cancel context.CancelFunc) *mux {
-	m := &mux{stream: stream, cancel: cancel, pending: map[uint64]chan *transportpb.Envelope{}}
+	m := &mux{stream: stream, cancel: cancel, pending: map[uint64]*call{}}
 	m.out = newOutbox(stream.Send, m.unsent)
+	m.out.prepare = m.handOver
 	return m
+}
+
+// handOver is called just before envs are written: it leaves out the
+// messages nobody waits for any more (their senders gave up, or the stream
+// broke before they were written), marks the others written, and gives
+// each its deadline as it is now.
+func (m *mux) handOver(envs []*transportpb.Envelope) []*transportpb.Envelope {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	kept := envs[:0]
+	for _, env := range envs {
+		if env.GetMessage() != nil {
+			c := m.pending[env.GetSeq()]
+			if c == nil {
+				continue
+			}
+			c.written = true
+			if !c.deadline.IsZero() {
+				env.Timeout = max(int64(time.Until(c.deadline)), 1)
+			}
+		}
+		kept = append(kept, env)
+	}
+	clear(envs[len(kept):])
+	return kept
 }
 
 // unsent answers the messages among envs that could not be written as
@@ -447,11 +482,15 @@ func (m *mux) unsent(envs []*transportpb.Envelope, err error) {
 		if env.GetMessage() == nil {
 			continue
 		}
-		if ch := m.pending[env.GetSeq()]; ch != nil {
+		if c := m.pending[env.GetSeq()]; c != nil {
 			delete(m.pending, env.GetSeq())
-			ch <- &transportpb.Envelope{Seq: env.GetSeq(), Code: int32(codes.Unavailable), Status: err.Error()}
+			c.answer <- refusal(env.GetSeq(), codes.Unavailable, err.Error())
 		}
 	}
+}
+
+func refusal(seq uint64, code codes.Code, msg string) *transportpb.Envelope {
+	return &transportpb.Envelope{Seq: seq, Code: int32(code), Status: msg}
 }
 
 func (m *mux) broken() error {
@@ -484,25 +523,29 @@ func (m *mux) receive() {
 			if m.err == nil {
 				m.err = err
 			}
-			for seq, ch := range m.pending {
-				close(ch)
+			for seq, c := range m.pending {
 				delete(m.pending, seq)
+				if c.written {
+					close(c.answer) // the replica may have handled it
+				} else {
+					c.answer <- refusal(seq, codes.Unavailable, status.Convert(err).Message())
+				}
 			}
 			m.mu.Unlock()
 			return
 		}
 		if batch := env.GetBatch(); len(batch) > 0 {
 			for _, env := range batch {
-				m.answer(env)
+				m.deliver(env)
 			}
 			continue
 		}
-		m.answer(env)
+		m.deliver(env)
 	}
 }
 
-// answer hands env to the sender waiting for it.
-func (m *mux) answer(env *transportpb.Envelope) {
+// deliver hands env to the sender waiting for it.
+func (m *mux) deliver(env *transportpb.Envelope) {
 	if env.GetSeq() == drainNotice {
 		if env.GetCode() == int32(codes.Unavailable) {
 			m.draining(env.GetStatus())
@@ -510,11 +553,11 @@ func (m *mux) answer(env *transportpb.Envelope) {
 		return
 	}
 	m.mu.Lock()
-	ch := m.pending[env.GetSeq()]
+	c := m.pending[env.GetSeq()]
 	delete(m.pending, env.GetSeq())
 	m.mu.Unlock()
-	if ch != nil {
-		ch <- env
+	if c != nil {
+		c.answer <- env
 	}
 }
 
@@ -527,21 +570,18 @@ func (m *mux) draining(reason string) {
 		m.err = status.Error(codes.Unavailable, reason)
 	}
 	m.mu.Unlock()
-	go func() {
-		// Not on the receiving goroutine: a sender may be writing while
-		// flow control waits for the replica to read. What waits to be
-		// written after this fails to write, and is answered Unavailable.
-		m.out.writeMu.Lock()
-		_ = m.stream.CloseSend()
-		m.out.writeMu.Unlock()
-	}()
+	// Not on the receiving goroutine: a sender may be writing while flow
+	// control waits for the replica to read. Messages still waiting to be
+	// written are then answered Unavailable, never written after the close.
+	go m.out.close(func() { _ = m.stream.CloseSend() })
 }
 
 // send sends one message and waits for its result, its refusal, the end of
 // ctx (which cancels it on the other side too) or the stream breaking. An
 // Unavailable error means the replica never took the message.
 func (m *mux) send(ctx context.Context, req *transportpb.Message) (*transportpb.Result, error) {
-	ch := make(chan *transportpb.Envelope, 1)
+	c := &call{answer: make(chan *transportpb.Envelope, 1)}
+	c.deadline, _ = ctx.Deadline()
 	m.mu.Lock()
 	if m.err != nil {
 		m.mu.Unlock()
@@ -549,15 +589,11 @@ func (m *mux) send(ctx context.Context, req *transportpb.Message) (*transportpb.
 	}
 	m.seq++
 	seq := m.seq
-	m.pending[seq] = ch
+	m.pending[seq] = c
 	m.mu.Unlock()
-	env := &transportpb.Envelope{Seq: seq, Message: req}
-	if deadline, ok := ctx.Deadline(); ok {
-		env.Timeout = max(int64(time.Until(deadline)), 1)
-	}
-	m.out.put(env) // a failed write is answered Unavailable
+	m.out.put(&transportpb.Envelope{Seq: seq, Message: req}) // a failed write is answered Unavailable
 	select {
-	case res, ok := <-ch:
+	case res, ok := <-c.answer:
 		if !ok {
 			// The replica may have handled it: fail it, never re-send it elsewhere.
 			return nil, status.Errorf(codes.Aborted, "the connection to the replica broke while the message was in flight: %v", m.broken())
@@ -568,9 +604,13 @@ func (m *mux) send(ctx context.Context, req *transportpb.Message) (*transportpb.
 		return res.GetResult(), nil
 	case <-ctx.Done():
 		m.mu.Lock()
+		written := m.pending[seq] == c && c.written
 		delete(m.pending, seq)
 		m.mu.Unlock()
-		m.out.put(&transportpb.Envelope{Seq: seq, Cancel: true})
+		if written {
+			// Not written yet, it never will be; written, it is cancelled there.
+			m.out.put(&transportpb.Envelope{Seq: seq, Cancel: true})
+		}
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
 }

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -44,9 +45,13 @@ func withBatches(ctx context.Context) context.Context {
 type outbox struct {
 	write  func(*transportpb.Envelope) error // the stream's Send; one caller at a time
 	failed func([]*transportpb.Envelope, error)
-	batch  atomic.Bool // the peer reads batches
+	// prepare, if set, is given each frame's envelopes just before they
+	// are written, and returns those to write.
+	prepare func([]*transportpb.Envelope) []*transportpb.Envelope
+	batch   atomic.Bool // the peer reads batches
 
-	writeMu sync.Mutex // held around write and the stream's other sending calls
+	writeMu sync.Mutex // held around write and close
+	closed  bool       // under writeMu: nothing more is written
 
 	mu      sync.Mutex
 	idle    *sync.Cond // on mu: nobody writes and nothing waits
@@ -112,6 +117,12 @@ func (o *outbox) flush(rounds int) {
 func (o *outbox) send(envs []*transportpb.Envelope) ([]*transportpb.Envelope, error) {
 	o.writeMu.Lock()
 	defer o.writeMu.Unlock()
+	if o.closed {
+		return envs, errOutboxClosed
+	}
+	if o.prepare != nil {
+		envs = o.prepare(envs)
+	}
 	if len(envs) > 1 && o.batch.Load() {
 		// The stream has encoded the frame when write returns, so envs
 		// can be used again.
@@ -145,6 +156,24 @@ func (o *outbox) take() (envs []*transportpb.Envelope, whole bool) {
 	}
 	envs, o.queue = o.queue[:n:n], o.queue[n:]
 	return envs, false
+}
+
+// errOutboxClosed is the error of envelopes put after close.
+var errOutboxClosed = errors.New("the stream takes no more messages")
+
+// close writes nothing more, once the frame being written, if any, is
+// written; then it runs fn, if not nil, which may end the stream's sending
+// side. Envelopes put later are failed.
+func (o *outbox) close(fn func()) {
+	o.writeMu.Lock()
+	defer o.writeMu.Unlock()
+	if o.closed {
+		return
+	}
+	o.closed = true
+	if fn != nil {
+		fn()
+	}
 }
 
 // wait returns once nothing waits to be written and nobody writes.

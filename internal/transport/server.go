@@ -177,11 +177,13 @@ func (s *Server) Stream(stream transportpb.Module_StreamServer) error {
 			drainStarts = nil
 			st.drain()
 		case <-st.finished:
-			st.out.wait()
+			st.end()
 			return nil // the sender closed its side and every message is answered
 		case <-s.cut:
 			st.mu.Lock()
 			st.stopped = true
+			queued := st.queue
+			st.queue = nil
 			for _, cancel := range st.running {
 				cancel(errStopped)
 			}
@@ -189,13 +191,23 @@ func (s *Server) Stream(stream transportpb.Module_StreamServer) error {
 				st.changed.Wait()
 			}
 			st.mu.Unlock()
-			st.out.wait()
+			for _, m := range queued {
+				st.refuse(m.env.GetSeq(), errDraining) // never started: the sender may try another replica
+			}
+			st.end()
 			return status.Error(codes.Unavailable, "tinymod: the replica is stopping")
 		}
 	}
 }
 
 func (st *serving) send(env *transportpb.Envelope) { st.out.put(env) }
+
+// end writes what waits to be written, and then nothing more: the Stream
+// returns, after which gRPC takes no more of its frames.
+func (st *serving) end() {
+	st.out.wait()
+	st.out.close(nil)
+}
 
 func (st *serving) refuse(seq uint64, err error) {
 	s := status.Convert(err)
@@ -339,7 +351,7 @@ func (st *serving) settledLocked() {
 // drain refuses what waits, takes nothing more, and tells the sender.
 func (st *serving) drain() {
 	st.mu.Lock()
-	if st.draining {
+	if st.draining || st.stopped {
 		st.mu.Unlock()
 		return
 	}
