@@ -414,10 +414,14 @@ const PortsWait = time.Second
 // again, so that a message is decoded into the type the component declares
 // now: a signal's control after it started sending, say.
 func (inst *instance) awaitPorts(ctx context.Context) {
-	target := inst.portsWanted.Load()
-	if inst.portsRead.Load() >= target {
-		return
+	if target := inst.portsWanted.Load(); inst.portsRead.Load() < target {
+		inst.awaitPortsRead(ctx, target)
 	}
+}
+
+// awaitPortsRead is awaitPorts' wait, apart so that the usual case, nothing
+// to wait for, runs no deferred call.
+func (inst *instance) awaitPortsRead(ctx context.Context, target uint64) {
 	var timeout <-chan time.Time
 	for {
 		inst.refreshMu.Lock()
@@ -629,7 +633,7 @@ func (inst *instance) receive(ctx context.Context, hops int, edge, from, portNam
 	in := inst.wiring.Load()
 	p := in.ports[portName]
 	var m *compiledMapping
-	if from != "" {
+	if from != "" && len(in.mappings) > 0 {
 		m = in.mappings[mappingKey{from: from, port: portName}]
 	}
 	var err error

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/go-logr/logr/funcr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -158,5 +159,13 @@ func TestMessageContextRace(t *testing.T) {
 		if c.Err() != context.Canceled {
 			t.Fatalf("err %v", c.Err())
 		}
+	}
+}
+
+// TestMsgContextSize: a hop allocates one msgContext; it stays in the
+// 48-byte size class.
+func TestMsgContextSize(t *testing.T) {
+	if n := unsafe.Sizeof(msgContext{}); n > 48 {
+		t.Fatalf("msgContext takes %d bytes, want at most 48", n)
 	}
 }

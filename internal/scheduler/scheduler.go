@@ -436,16 +436,23 @@ func depth(ctx context.Context) int {
 // per value. It ends when the message is answered (module's doc promises
 // it); the cancelCtx that makes Done is made only when someone asks for it,
 // since most handlers never do.
+//
+// It takes 48 bytes, the allocation a hop cannot avoid: the answer's error
+// is one of the two a context may have, kept as a number.
 type msgContext struct {
 	parent context.Context
-	node   context.Context // the node's values, over a context that has none
-	depth  int
-
-	mu       sync.Mutex                   // serialises the making of ended
-	ended    atomic.Pointer[endedContext] // made the first time Done is asked for
-	answered atomic.Bool
-	err      error // Err once answered; written before answered is set
+	node   context.Context              // the node's values, over a context that has none
+	ended  atomic.Pointer[endedContext] // made the first time Done is asked for
+	depth  int32
+	state  atomic.Int32 // live, or answered with which Err
 }
+
+// msgContext states.
+const (
+	live int32 = iota
+	answeredCanceled
+	answeredDeadline
+)
 
 type endedContext struct {
 	ctx    context.Context
@@ -453,7 +460,7 @@ type endedContext struct {
 }
 
 func newMsgContext(parent, node context.Context, depth int) *msgContext {
-	return &msgContext{parent: parent, node: node, depth: depth}
+	return &msgContext{parent: parent, node: node, depth: int32(depth)}
 }
 
 func (c *msgContext) Deadline() (time.Time, bool) { return c.parent.Deadline() }
@@ -462,24 +469,25 @@ func (c *msgContext) Done() <-chan struct{} {
 	if e := c.ended.Load(); e != nil {
 		return e.ctx.Done()
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e := c.ended.Load()
-	if e == nil {
-		e = &endedContext{}
-		e.ctx, e.cancel = context.WithCancel(c.parent)
-		c.ended.Store(e)
-		// After the store: answer either sees e or is seen here.
-		if c.answered.Load() {
-			e.cancel()
-		}
+	e := &endedContext{}
+	e.ctx, e.cancel = context.WithCancel(c.parent)
+	if !c.ended.CompareAndSwap(nil, e) {
+		e.cancel() // another Done made one first
+		e = c.ended.Load()
+	}
+	// After the swap: answer either sees e or is seen here.
+	if c.state.Load() != live {
+		e.cancel()
 	}
 	return e.ctx.Done()
 }
 
 func (c *msgContext) Err() error {
-	if c.answered.Load() {
-		return c.err
+	switch c.state.Load() {
+	case answeredCanceled:
+		return context.Canceled
+	case answeredDeadline:
+		return context.DeadlineExceeded
 	}
 	if e := c.ended.Load(); e != nil {
 		return e.ctx.Err()
@@ -489,7 +497,7 @@ func (c *msgContext) Err() error {
 
 func (c *msgContext) Value(key any) any {
 	if _, ok := key.(depthKey); ok {
-		return c.depth
+		return int(c.depth)
 	}
 	if v := c.node.Value(key); v != nil {
 		return v
@@ -505,13 +513,18 @@ func (c *msgContext) String() string { return "scheduler.msgContext" }
 // answer ends the context: the message has been answered. It is called
 // once, by the goroutine that handled the message.
 func (c *msgContext) answer() {
+	var err error
 	if e := c.ended.Load(); e != nil {
 		e.cancel()
-		c.err = e.ctx.Err()
-	} else if c.err = c.parent.Err(); c.err == nil {
-		c.err = context.Canceled
+		err = e.ctx.Err()
+	} else {
+		err = c.parent.Err()
 	}
-	c.answered.Store(true)
+	if err == context.DeadlineExceeded {
+		c.state.Store(answeredDeadline)
+	} else {
+		c.state.Store(answeredCanceled)
+	}
 	// A Done made meanwhile either saw answered or is seen here.
 	if e := c.ended.Load(); e != nil {
 		e.cancel()
