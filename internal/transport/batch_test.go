@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -359,6 +360,7 @@ type scriptedClientStream struct {
 	closed   bool
 	inSend   chan struct{} // closed when the first Send starts
 	inSendOK sync.Once
+	failHeld bool // the held write fails if the stream broke while it waited
 }
 
 func newScriptedClientStream(t *testing.T) *scriptedClientStream {
@@ -370,11 +372,23 @@ func (s *scriptedClientStream) Header() (metadata.MD, error) {
 }
 
 func (s *scriptedClientStream) Send(env *transportpb.Envelope) error {
+	select {
+	case <-s.broken:
+		return io.EOF // a write that starts after the stream broke fails
+	default:
+	}
 	s.inSendOK.Do(func() { close(s.inSend) })
 	select {
 	case <-s.release:
 	case <-time.After(10 * time.Second):
 		s.t.Error("the first write was never released")
+	}
+	select {
+	case <-s.broken:
+		if s.failHeld {
+			return io.EOF
+		}
+	default:
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -420,11 +434,11 @@ func TestQueuedMessageOfABrokenStreamIsUnavailable(t *testing.T) {
 		}
 	}
 	close(stream.broken)
+	close(stream.release) // the first write ends, as a write does when its stream breaks
 	<-receiving
 	if err := <-second; status.Code(err) != codes.Unavailable {
 		t.Errorf("the message never written failed with %v, want Unavailable", err)
 	}
-	close(stream.release)
 	if err := <-first; status.Code(err) != codes.Aborted {
 		t.Errorf("the message written failed with %v, want Aborted", err)
 	}
@@ -468,5 +482,52 @@ func TestDrainingWritesNothingAfterCloseSend(t *testing.T) {
 		cancel()
 		<-first
 		close(stream.broken)
+	}
+}
+
+// TestFailedWriteOfABrokenStreamIsUnavailable: a frame whose write fails
+// because the stream broke under it was never sent: its message fails as
+// Unavailable, however the failed write and the broken read interleave.
+func TestFailedWriteOfABrokenStreamIsUnavailable(t *testing.T) {
+	stream := newScriptedClientStream(t)
+	stream.failHeld = true
+	m := newMux(stream, func() {})
+	receiving := make(chan struct{})
+	go func() { m.receive(); close(receiving) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	first := make(chan error, 1)
+	go func() { _, err := m.send(ctx, &transportpb.Message{Module: "b", To: "n.in"}); first <- err }()
+	<-stream.inSend
+	close(stream.broken)
+	// Give the reading side the chance to act before the write fails, as
+	// it would on a real stream; whichever goes first, the answer is the same.
+	select {
+	case <-receiving:
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(stream.release)
+	if err := <-first; status.Code(err) != codes.Unavailable {
+		t.Errorf("the message whose write failed got %v, want Unavailable", err)
+	}
+	<-receiving
+}
+
+// TestFrameOverTheLimitIsRefusedBeforeItIsSent: a message whose data fits
+// the limit but whose frame does not is refused at once as permanent; it
+// never ends the stream the other messages share.
+func TestFrameOverTheLimitIsRefusedBeforeItIsSent(t *testing.T) {
+	addr, c := serveCounting(t, NewServer(echoData{}, ""))
+	client := NewClient(fixedResolver(addr), "")
+	defer client.Close()
+	sendConcurrently(t, client, 1, 1) // the stream is open
+	big := json.RawMessage(`"` + strings.Repeat("x", MaxMessageSize-8) + `"`)
+	res := client.Send(context.Background(), "b", scheduler.Msg{To: "n.in", From: "a.out", Data: big})
+	if err, ok := res.(error); !ok || !module.IsPermanent(err) || !strings.Contains(err.Error(), "on the wire") {
+		t.Fatalf("got %v, want a permanent error naming the frame's size", res)
+	}
+	sendConcurrently(t, client, 4, 10)
+	if got := c.envsIn.Load(); got != 41 {
+		t.Fatalf("the server read %d messages, want 41", got)
 	}
 }

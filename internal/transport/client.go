@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tinymod/tinymod/internal/scheduler"
 	"github.com/tinymod/tinymod/internal/tracing"
@@ -280,14 +282,24 @@ func waitReady(ctx context.Context, conn *grpc.ClientConn) error {
 	}
 }
 
+// envelopeSlack is more than a frame adds to a message's data unless its
+// names or trace are huge; past MaxMessageSize less this, Send weighs the frame.
+const envelopeSlack = 64 << 10
+
 // Send delivers msg to a node of targetModule and returns its result or error.
 func (c *Client) Send(ctx context.Context, targetModule string, msg scheduler.Msg) any {
 	data, err := json.Marshal(msg.Data)
 	if err != nil {
 		return module.Permanent(fmt.Errorf("message for %s is not JSON-encodable: %w", msg.To, err))
 	}
-	if len(data) > MaxMessageSize {
-		return module.Permanent(fmt.Errorf("message for %s is %d bytes, over the %d-byte limit", msg.To, len(data), MaxMessageSize))
+	if len(data) > MaxMessageSize-envelopeSlack {
+		// Near the limit, weigh the whole frame: one over it would end the
+		// stream, and every message in flight on it.
+		if n := proto.Size(&transportpb.Envelope{Seq: math.MaxUint64, Timeout: math.MaxInt64, Message: &transportpb.Message{
+			Module: targetModule, To: msg.To, From: msg.From, Data: data, Depth: math.MaxInt32, Id: msg.ID, Trace: tracing.Inject(ctx),
+		}}); n > MaxMessageSize {
+			return module.Permanent(fmt.Errorf("message for %s is %d bytes on the wire, over the %d-byte limit", msg.To, n, MaxMessageSize))
+		}
 	}
 	_, port, err := scheduler.SplitTarget(msg.To)
 	if err != nil {
@@ -519,6 +531,11 @@ func (m *mux) receive() {
 			if status.Code(err) == codes.OK || err == io.EOF {
 				err = status.Error(codes.Unavailable, "stream closed")
 			}
+			// A frame being written is written or failed first (its write
+			// ends with the stream): a message is written when it is
+			// marked so and not failed.
+			m.out.writeMu.Lock()
+			defer m.out.writeMu.Unlock()
 			m.mu.Lock()
 			if m.err == nil {
 				m.err = err

@@ -98,10 +98,7 @@ func (o *outbox) flush(rounds int) {
 		}
 		o.mu.Unlock()
 
-		unsent, err := o.send(envs)
-		if err != nil && o.failed != nil {
-			o.failed(unsent, err)
-		}
+		o.send(envs)
 		clear(envs)
 		if whole {
 			o.mu.Lock()
@@ -112,11 +109,18 @@ func (o *outbox) flush(rounds int) {
 	go o.flush(maxFlushes)
 }
 
-// send writes envs, in one frame if the peer reads batches, and returns
-// those it could not write.
-func (o *outbox) send(envs []*transportpb.Envelope) ([]*transportpb.Envelope, error) {
+// send writes envs, in one frame if the peer reads batches, and tells
+// failed of those it could not write, before anyone else may write or
+// close.
+func (o *outbox) send(envs []*transportpb.Envelope) {
 	o.writeMu.Lock()
 	defer o.writeMu.Unlock()
+	if unsent, err := o.sendLocked(envs); err != nil && o.failed != nil {
+		o.failed(unsent, err)
+	}
+}
+
+func (o *outbox) sendLocked(envs []*transportpb.Envelope) ([]*transportpb.Envelope, error) {
 	if o.closed {
 		return envs, errOutboxClosed
 	}
