@@ -411,23 +411,36 @@ func (s *scriptedClientStream) Recv() (*transportpb.Envelope, error) {
 	return nil, status.Error(codes.Unavailable, "connection reset")
 }
 
+// startScripted starts a mux on a scripted stream, with its receiving side
+// (receiving is closed when that ends), and a first message that is being
+// written when it returns.
+func startScripted(t *testing.T, failHeld bool) (stream *scriptedClientStream, m *mux, receiving chan struct{}, first <-chan error) {
+	stream = newScriptedClientStream(t)
+	stream.failHeld = failHeld
+	m = newMux(stream, func() {})
+	receiving = make(chan struct{})
+	go func() { m.receive(); close(receiving) }()
+	first = sendAsync(t, m)
+	<-stream.inSend
+	return stream, m, receiving, first
+}
+
+// sendAsync sends a message on m, within 10 s, and returns its error when it has one.
+func sendAsync(t *testing.T, m *mux) <-chan error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	done := make(chan error, 1)
+	go func() { _, err := m.send(ctx, &transportpb.Message{Module: "b", To: "n.in"}); done <- err }()
+	return done
+}
+
 // TestQueuedMessageOfABrokenStreamIsUnavailable: when the stream breaks,
 // a message written may have been handled and fails as Aborted, but one
 // still waiting behind it was never written: it fails as Unavailable (so
 // the sender may take it to another replica) and is never written.
 func TestQueuedMessageOfABrokenStreamIsUnavailable(t *testing.T) {
-	stream := newScriptedClientStream(t)
-	m := newMux(stream, func() {})
-	receiving := make(chan struct{})
-	go func() { m.receive(); close(receiving) }()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-
-	first := make(chan error, 1)
-	go func() { _, err := m.send(ctx, &transportpb.Message{Module: "b", To: "n.in"}); first <- err }()
-	<-stream.inSend // the first message is being written
-	second := make(chan error, 1)
-	go func() { _, err := m.send(ctx, &transportpb.Message{Module: "b", To: "n.in"}); second <- err }()
+	stream, m, receiving, first := startScripted(t, false)
+	second := sendAsync(t, m)
 	for deadline := time.Now().Add(10 * time.Second); m.inFlight() < 2; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the second message never waited")
@@ -489,16 +502,7 @@ func TestDrainingWritesNothingAfterCloseSend(t *testing.T) {
 // because the stream broke under it was never sent: its message fails as
 // Unavailable, however the failed write and the broken read interleave.
 func TestFailedWriteOfABrokenStreamIsUnavailable(t *testing.T) {
-	stream := newScriptedClientStream(t)
-	stream.failHeld = true
-	m := newMux(stream, func() {})
-	receiving := make(chan struct{})
-	go func() { m.receive(); close(receiving) }()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	first := make(chan error, 1)
-	go func() { _, err := m.send(ctx, &transportpb.Message{Module: "b", To: "n.in"}); first <- err }()
-	<-stream.inSend
+	stream, _, receiving, first := startScripted(t, true)
 	close(stream.broken)
 	// Give the reading side the chance to act before the write fails, as
 	// it would on a real stream; whichever goes first, the answer is the same.

@@ -551,13 +551,7 @@ func (m *mux) receive() {
 			m.mu.Unlock()
 			return
 		}
-		if batch := env.GetBatch(); len(batch) > 0 {
-			for _, env := range batch {
-				m.deliver(env)
-			}
-			continue
-		}
-		m.deliver(env)
+		each(env, m.deliver)
 	}
 }
 

@@ -36,6 +36,17 @@ func withBatches(ctx context.Context) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, batchKey, "1")
 }
 
+// each calls fn with env, or with each envelope of its batch.
+func each(env *transportpb.Envelope, fn func(*transportpb.Envelope)) {
+	if batch := env.GetBatch(); len(batch) > 0 {
+		for _, env := range batch {
+			fn(env)
+		}
+		return
+	}
+	fn(env)
+}
+
 // outbox writes envelopes to one stream. A sender that finds nobody writing
 // writes what is waiting, its own envelope first, then whatever others put
 // meanwhile, several to a frame if the peer reads batches: under load many

@@ -248,13 +248,7 @@ func (st *serving) read() {
 			st.drain()
 		default:
 		}
-		if batch := env.GetBatch(); len(batch) > 0 {
-			for _, env := range batch {
-				st.takeOrRefuse(env)
-			}
-			continue
-		}
-		st.takeOrRefuse(env)
+		each(env, st.takeOrRefuse)
 	}
 }
 
