@@ -93,6 +93,33 @@ func (inst *instance) publishLocked() {
 	inst.wiring.Store(&wiring{ports: inst.ports, edges: inst.edges, mappings: inst.mappings})
 }
 
+// lookUp returns the port a message goes to and the mapping on its way
+// there. An edge it comes along keeps what it found for as long as w is
+// the target's wiring, which saves the look-ups by name.
+func (w *wiring) lookUp(via *edge, from, portName string) (*port, *compiledMapping) {
+	if via != nil {
+		if c := via.found.Load(); c != nil && c.w == w {
+			return c.p, c.m
+		}
+	}
+	p := w.ports[portName]
+	var m *compiledMapping
+	if from != "" && len(w.mappings) > 0 {
+		m = w.mappings[mappingKey{from: from, port: portName}]
+	}
+	if via != nil {
+		via.found.Store(&edgeFound{w: w, p: p, m: m})
+	}
+	return p, m
+}
+
+// edgeFound is what an edge led to in its target's wiring w.
+type edgeFound struct {
+	w *wiring
+	p *port
+	m *compiledMapping
+}
+
 type mappingKey struct{ from, port string }
 
 type compiledMapping struct {
@@ -110,6 +137,7 @@ type edge struct {
 	toNode   string
 	toPort   string
 	target   atomic.Pointer[edgeTarget] // see Scheduler.target
+	found    atomic.Pointer[edgeFound]  // see wiring.lookUp
 	// remote is the other module the target node was found in. Edges are
 	// made again whenever their node is reconciled, which the target
 	// node's creation, deletion or change of spec causes, so it never
@@ -603,8 +631,9 @@ func (inst *instance) awaitStart(ctx context.Context) error {
 
 // receive decodes a message arriving at one of this node's ports (through the
 // mapping of the edge it came along, if there is one) and handles it. The
-// message has taken hops hops.
-func (inst *instance) receive(ctx context.Context, hops int, edge, from, portName string, data any) (result any) {
+// message has taken hops hops; via is the edge of this module it came along,
+// if any, which keeps the port and mapping it leads to.
+func (inst *instance) receive(ctx context.Context, hops int, via *edge, edge, from, portName string, data any) (result any) {
 	// Its ports, too, may follow its first settings (a router's routes).
 	if !isSystemPort(portName) {
 		if err := inst.awaitStart(ctx); err != nil {
@@ -619,7 +648,7 @@ func (inst *instance) receive(ctx context.Context, hops int, edge, from, portNam
 		// component changed): the message goes to the one that replaced
 		// it, if any, never to a destroyed component.
 		if next := inst.s.instance(inst.name); next != nil && next != inst && next.ctx.Err() == nil {
-			return next.receive(ctx, hops, edge, from, portName, data)
+			return next.receive(ctx, hops, via, edge, from, portName, data)
 		}
 		err := module.Permanent(fmt.Errorf("%w: %s went while the message waited", ErrNoNode, inst.name))
 		inst.s.failed(inst.name, edgeOrPort(from, portName), from, err)
@@ -630,12 +659,7 @@ func (inst *instance) receive(ctx context.Context, hops int, edge, from, portNam
 		ctx, span = inst.startSpan(ctx, t, edge, from, portName)
 		defer func() { endSpan(span, result) }()
 	}
-	in := inst.wiring.Load()
-	p := in.ports[portName]
-	var m *compiledMapping
-	if from != "" && len(in.mappings) > 0 {
-		m = in.mappings[mappingKey{from: from, port: portName}]
-	}
+	p, m := inst.wiring.Load().lookUp(via, from, portName)
 	var err error
 	switch {
 	case p == nil:
@@ -880,7 +904,7 @@ func (inst *instance) deliverRetrying(ctx context.Context, hops int, e *edge, da
 // deliver sends data, which has taken hops hops with this one, along one edge.
 func (s *Scheduler) deliver(ctx context.Context, hops int, e *edge, data any) any {
 	if target := s.target(e); target != nil {
-		return target.receive(ctx, hops, e.id, e.from, e.toPort, data)
+		return target.receive(ctx, hops, e, e.id, e.from, e.toPort, data)
 	}
 	if m := e.remote.Load(); m != nil && s.opts.Transport != nil {
 		return s.sendRemote(ctx, hops, e, *m, data)
@@ -897,7 +921,7 @@ func (s *Scheduler) deliver(ctx context.Context, hops int, e *edge, data any) an
 		if target == nil {
 			return s.edgeFailed(e, fmt.Errorf("edge %s to %s: the node cannot run: %s", e.id, e.to, ProblemsText(problems)))
 		}
-		return target.receive(ctx, hops, e.id, e.from, e.toPort, data)
+		return target.receive(ctx, hops, e, e.id, e.from, e.toPort, data)
 	}
 	if s.opts.Transport == nil {
 		return s.edgeFailed(e, module.Permanent(fmt.Errorf("edge %s to %s: node of module %s, and this replica has no transport to other modules", e.id, e.to, node.Spec.Module)))

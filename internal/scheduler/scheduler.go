@@ -362,7 +362,7 @@ func (s *Scheduler) Handle(ctx context.Context, msg Msg) any {
 		s.failed(nodeName, "port "+port, msg.From, err)
 		return err
 	}
-	return inst.receive(ctx, d, "", msg.From, port, msg.Data)
+	return inst.receive(ctx, d, nil, "", msg.From, port, msg.Data)
 }
 
 // LeadershipChanged delivers _reconcile to every instance, each in its own
