@@ -83,7 +83,7 @@ type StatusWriter struct {
 	queued   []*batch          // ready, nobody waits
 	running  int               // workers
 	retries  map[string]time.Duration
-	inflight int        // batches gathered or being written
+	inflight int        // batches gathered or being written, and changes waiting to be tried again
 	idle     *sync.Cond // signalled when inflight drops to zero
 }
 
@@ -261,10 +261,22 @@ func (w *StatusWriter) work() {
 		w.mu.Unlock()
 		w.write(b.node, b)
 		w.mu.Lock()
-		w.inflight--
-		if w.inflight == 0 {
-			w.cond().Broadcast()
-		}
+		w.settledLocked()
+	}
+}
+
+// settled counts one batch, or one change waiting to be tried again, out of
+// flight.
+func (w *StatusWriter) settled() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.settledLocked()
+}
+
+func (w *StatusWriter) settledLocked() {
+	w.inflight--
+	if w.inflight == 0 {
+		w.cond().Broadcast()
 	}
 }
 
@@ -300,8 +312,15 @@ func (w *StatusWriter) write(name string, b *batch) {
 		if err != nil && wait > 0 && c.fn != nil && c.term.Valid() && time.Since(c.asked) < changeRetryFor {
 			// A component's change (a ticker's "running") is not lost to a
 			// failure that may pass: it goes with the retry's render, and
-			// its caller waits on.
-			time.AfterFunc(wait, func() { w.enqueue(name, c) })
+			// its caller waits on. It counts as in flight meanwhile, so a
+			// graceful stop's flush waits for it.
+			w.mu.Lock()
+			w.inflight++
+			w.mu.Unlock()
+			time.AfterFunc(wait, func() {
+				w.enqueue(name, c)
+				w.settled()
+			})
 			continue
 		}
 		if err != nil {

@@ -146,6 +146,60 @@ func (f *failFirst) RoundTrip(req *http.Request) (*http.Response, error) {
 	return f.next.RoundTrip(req)
 }
 
+// TestFlushWaitsForARetriedChange: a graceful stop's flush waits for a
+// component's change whose first write failed and which waits to be tried
+// again, rather than leave it to a term that is about to end.
+func TestFlushWaitsForARetriedChange(t *testing.T) {
+	env := controlplanetest.Start(t)
+	ns := env.Namespace(t)
+	ctx := controlplanetest.Context(t, time.Minute)
+	faults := &failFirst{n: 1, match: func(req *http.Request) bool {
+		return req.Method == http.MethodPut && strings.HasSuffix(req.URL.Path, "/status")
+	}}
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { faults.next = rt; return faults })
+	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := &v1alpha1.TinyNode{ObjectMeta: metav1.ObjectMeta{Name: "n", Namespace: ns}, Spec: v1alpha1.TinyNodeSpec{Module: "m", Component: "seer"}}
+	if err := env.Client.Create(ctx, node); err != nil {
+		t.Fatal(err)
+	}
+	status := &controller.StatusWriter{Client: c, Reader: c, Namespace: ns, Leader: leader.Always}
+	changed := make(chan error, 1)
+	go func() {
+		changed <- status.UpdateStatus(ctx, "n", func(n *v1alpha1.TinyNode) error {
+			n.Status.Metadata["running"] = "true"
+			return nil
+		})
+	}()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
+		faults.mu.Lock()
+		injected := faults.n == 0
+		faults.mu.Unlock()
+		if injected {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first write never came")
+		}
+	}
+	if !status.FlushWithin(30 * time.Second) {
+		t.Fatal("the flush gave up")
+	}
+	got := &v1alpha1.TinyNode{}
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(node), got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Status.Metadata["running"] != "true" {
+		t.Errorf("metadata %v after the flush: the change waiting to be tried again was not waited for", got.Status.Metadata)
+	}
+	if err := <-changed; err != nil {
+		t.Errorf("the change failed: %v", err)
+	}
+}
+
 // TestComponentChangesOutlastAPIFailures: a component's status change (a
 // ticker's "running", which a new leader resumes from) is written although
 // the API server refuses its first writes, and the component is told it
