@@ -177,6 +177,33 @@ type signalReport struct {
 	kills, stops, downs     int
 }
 
+// tenureAt returns id's tenure at the instant at, as the Lease history saw
+// it: the one that holds at, or else the nearest within tolerance (the
+// history sees a change a little after the replica makes it). A replica
+// that lost its term and won the next at once has two tenures a few
+// milliseconds apart; a run between them belongs to the nearer.
+func tenureAt(tenures []leader.Tenure, id string, at, tolerance int64) *leader.Tenure {
+	var best *leader.Tenure
+	bestDistance := tolerance + 1
+	for i := range tenures {
+		tn := &tenures[i]
+		if tn.Holder != id {
+			continue
+		}
+		var distance int64
+		switch {
+		case at < tn.Begin:
+			distance = tn.Begin - at
+		case tn.End != 0 && at > tn.End:
+			distance = at - tn.End
+		}
+		if distance < bestDistance {
+			best, bestDistance = tn, distance
+		}
+	}
+	return best
+}
+
 // checkDeliveries holds a module's numbered signals against the contract:
 // each delivered (none lost, none failed); a second run of Handle only where
 // the replica that ran the first stopped leading before the second; every
@@ -191,15 +218,7 @@ func (w *world) checkDeliveries(f *fleet, pr *producer, node string, rep *signal
 	rep.sent = len(sentList)
 	var missing []string
 	tolerance := int64(500 * time.Millisecond)
-	tenureAt := func(id string, at int64) *leader.Tenure {
-		for i := range tenures {
-			tn := &tenures[i]
-			if tn.Holder == id && at >= tn.Begin-tolerance && (tn.End == 0 || at <= tn.End+tolerance) {
-				return tn
-			}
-		}
-		return nil
-	}
+	tenureAt := func(id string, at int64) *leader.Tenure { return tenureAt(tenures, id, at, tolerance) }
 	for i, s := range sentList {
 		ds := byN[i]
 		if len(ds) == 0 {
@@ -292,4 +311,36 @@ func (w *world) listSignals(ctx context.Context) (map[string]v1alpha1.TinySignal
 		out[s.Name] = s
 	}
 	return out, nil
+}
+
+// TestTenureAtPrefersTheNearest replays a chaos run's timings: a leader lost
+// its term for want of a renewal and won the next one 5 ms later; the
+// signal it had run just before was run again in the new term. The second
+// run belongs to the new tenure, which justifies it.
+func TestTenureAtPrefersTheNearest(t *testing.T) {
+	ms := int64(time.Millisecond)
+	tenures := []leader.Tenure{
+		{Holder: "beta-r0-2", Term: 6, Begin: 44466 * ms, End: 47959 * ms},
+		{Holder: "beta-r0-2", Term: 7, Begin: 47961 * ms, End: 49500 * ms},
+		{Holder: "beta-r2-1", Term: 8, Begin: 49510 * ms},
+	}
+	tol := 500 * ms
+	for _, c := range []struct {
+		id   string
+		at   int64
+		want int32 // 0: none
+	}{
+		{"beta-r0-2", 47954 * ms, 6},
+		{"beta-r0-2", 47973 * ms, 7},
+		{"beta-r0-2", 47960 * ms, 6}, // between the two, 1 ms from each: the earlier
+		{"beta-r0-2", 49900 * ms, 7}, // past the end, within the tolerance
+		{"beta-r0-2", 50100 * ms, 0},
+		{"beta-r2-1", 49400 * ms, 8}, // seen a little after it began
+		{"beta-r1-0", 47973 * ms, 0},
+	} {
+		got := tenureAt(tenures, c.id, c.at, tol)
+		if (got == nil) != (c.want == 0) || got != nil && got.Term != c.want {
+			t.Errorf("tenureAt(%s, %d ms) = %+v, want term %d", c.id, c.at/ms, got, c.want)
+		}
+	}
 }
