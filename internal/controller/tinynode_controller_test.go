@@ -146,14 +146,13 @@ func (f *failFirst) RoundTrip(req *http.Request) (*http.Response, error) {
 	return f.next.RoundTrip(req)
 }
 
-// TestFlushWaitsForARetriedChange: a graceful stop's flush waits for a
-// component's change whose first write failed and which waits to be tried
-// again, rather than leave it to a term that is about to end.
-func TestFlushWaitsForARetriedChange(t *testing.T) {
+// statusWriterBehindFaults makes node "n" and a status writer whose client
+// gets 503 for its first n status writes.
+func statusWriterBehindFaults(t *testing.T, n int) (*controlplanetest.Env, context.Context, *v1alpha1.TinyNode, *failFirst, *controller.StatusWriter) {
 	env := controlplanetest.Start(t)
 	ns := env.Namespace(t)
 	ctx := controlplanetest.Context(t, time.Minute)
-	faults := &failFirst{n: 1, match: func(req *http.Request) bool {
+	faults := &failFirst{n: n, match: func(req *http.Request) bool {
 		return req.Method == http.MethodPut && strings.HasSuffix(req.URL.Path, "/status")
 	}}
 	cfg := rest.CopyConfig(env.Config)
@@ -166,7 +165,14 @@ func TestFlushWaitsForARetriedChange(t *testing.T) {
 	if err := env.Client.Create(ctx, node); err != nil {
 		t.Fatal(err)
 	}
-	status := &controller.StatusWriter{Client: c, Reader: c, Namespace: ns, Leader: leader.Always}
+	return env, ctx, node, faults, &controller.StatusWriter{Client: c, Reader: c, Namespace: ns, Leader: leader.Always}
+}
+
+// TestFlushWaitsForARetriedChange: a graceful stop's flush waits for a
+// component's change whose first write failed and which waits to be tried
+// again, rather than leave it to a term that is about to end.
+func TestFlushWaitsForARetriedChange(t *testing.T) {
+	env, ctx, node, faults, status := statusWriterBehindFaults(t, 1)
 	changed := make(chan error, 1)
 	go func() {
 		changed <- status.UpdateStatus(ctx, "n", func(n *v1alpha1.TinyNode) error {
@@ -205,23 +211,7 @@ func TestFlushWaitsForARetriedChange(t *testing.T) {
 // the API server refuses its first writes, and the component is told it
 // succeeded, not that it failed.
 func TestComponentChangesOutlastAPIFailures(t *testing.T) {
-	env := controlplanetest.Start(t)
-	ns := env.Namespace(t)
-	ctx := controlplanetest.Context(t, time.Minute)
-	faults := &failFirst{n: 3, match: func(req *http.Request) bool {
-		return req.Method == http.MethodPut && strings.HasSuffix(req.URL.Path, "/status")
-	}}
-	cfg := rest.CopyConfig(env.Config)
-	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { faults.next = rt; return faults })
-	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	node := &v1alpha1.TinyNode{ObjectMeta: metav1.ObjectMeta{Name: "n", Namespace: ns}, Spec: v1alpha1.TinyNodeSpec{Module: "m", Component: "seer"}}
-	if err := env.Client.Create(ctx, node); err != nil {
-		t.Fatal(err)
-	}
-	status := &controller.StatusWriter{Client: c, Reader: c, Namespace: ns, Leader: leader.Always}
+	env, ctx, node, faults, status := statusWriterBehindFaults(t, 3)
 	if err := status.UpdateStatus(ctx, "n", func(n *v1alpha1.TinyNode) error {
 		n.Status.Metadata["running"] = "true"
 		return nil
