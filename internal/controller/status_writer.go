@@ -265,8 +265,8 @@ func (w *StatusWriter) work() {
 	}
 }
 
-// settled counts one batch, or one change waiting to be tried again, out of
-// flight.
+// settled counts one batch, or the changes waiting to be tried again
+// after one, out of flight.
 func (w *StatusWriter) settled() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -304,7 +304,8 @@ func (w *StatusWriter) write(name string, b *batch) {
 	defer cancel()
 	results := make([]error, len(b.changes))
 	err := w.apply(ctx, name, b, results)
-	wait := w.retryLater(name, err)
+	wait := w.backoff(name, err)
+	var again []change
 	for i, c := range b.changes {
 		if c.done == nil {
 			continue
@@ -312,15 +313,8 @@ func (w *StatusWriter) write(name string, b *batch) {
 		if err != nil && wait > 0 && c.fn != nil && c.term.Valid() && time.Since(c.asked) < changeRetryFor {
 			// A component's change (a ticker's "running") is not lost to a
 			// failure that may pass: it goes with the retry's render, and
-			// its caller waits on. It counts as in flight meanwhile, so a
-			// graceful stop's flush waits for it.
-			w.mu.Lock()
-			w.inflight++
-			w.mu.Unlock()
-			time.AfterFunc(wait, func() {
-				w.enqueue(name, c)
-				w.settled()
-			})
+			// its caller waits on.
+			again = append(again, c)
 			continue
 		}
 		if err != nil {
@@ -329,13 +323,36 @@ func (w *StatusWriter) write(name string, b *batch) {
 			c.done <- results[i]
 		}
 	}
+	if wait > 0 {
+		w.retryLater(name, wait, again)
+	}
 }
 
-// retryLater renders the node again after a backoff when its write failed
-// for a reason that may pass: nobody else would, now that reconciles do not
-// wait for their writes. It returns the backoff, or zero if the failure
-// will not pass.
-func (w *StatusWriter) retryLater(name string, err error) time.Duration {
+// retryLater renders the node again after wait, with the component's
+// changes that are tried again: nobody else would render it, now that
+// reconciles do not wait for their writes. The changes count as in flight
+// meanwhile, so a graceful stop's flush waits for them.
+func (w *StatusWriter) retryLater(name string, wait time.Duration, again []change) {
+	if len(again) > 0 {
+		w.mu.Lock()
+		w.inflight++
+		w.mu.Unlock()
+	}
+	time.AfterFunc(wait, func() {
+		for _, c := range again {
+			w.enqueue(name, c)
+		}
+		w.Refresh(name)
+		if len(again) > 0 {
+			w.settled()
+		}
+	})
+}
+
+// backoff returns how long to wait before the node's write is tried again
+// after err, a failure that may pass, doubling with each failure in a row;
+// zero if err is none or will not pass.
+func (w *StatusWriter) backoff(name string, err error) time.Duration {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err == nil || errors.Is(err, ErrNotLeader) || apierrors.IsNotFound(err) || apierrors.IsInvalid(err) {
@@ -350,7 +367,6 @@ func (w *StatusWriter) retryLater(name string, err error) time.Duration {
 		wait = retryFirst
 	}
 	w.retries[name] = min(2*wait, retryMax)
-	time.AfterFunc(wait, func() { w.Refresh(name) })
 	return wait
 }
 
