@@ -52,13 +52,39 @@ var (
 	shared   *Env
 	startErr error
 	lockFile *os.File
+	atExit   []func()
 )
 
-// Main runs the package's tests and then stops the shared control plane.
-func Main(m *testing.M) {
+// Main runs the package's tests, then stops the shared control plane and runs
+// what AtExit registered.
+func Main(m *testing.M) { os.Exit(run(m)) }
+
+func run(m interface{ Run() int }) int {
 	code := m.Run()
 	stop()
-	os.Exit(code)
+	RunAtExit()
+	return code
+}
+
+// AtExit registers f to run once the package's tests have ended, for what they
+// share beyond a single test, such as a binary built for them. The functions
+// run in the reverse order of their registration.
+func AtExit(f func()) {
+	mu.Lock()
+	defer mu.Unlock()
+	atExit = append(atExit, f)
+}
+
+// RunAtExit runs and forgets the functions AtExit registered. Main calls it; a
+// package with a TestMain of its own calls it after m.Run.
+func RunAtExit() {
+	mu.Lock()
+	fs := atExit
+	atExit = nil
+	mu.Unlock()
+	for i := len(fs) - 1; i >= 0; i-- {
+		fs[i]()
+	}
 }
 
 // Start returns the package's control plane, starting it on first use. The test

@@ -52,6 +52,8 @@ func Binary(t testing.TB) string { return Build(t, "./cmd/tinymod") }
 
 // Build builds the main package pkg, a path from the repository's root such
 // as "./cmd/tinymod", once per test process and returns the binary's path.
+// The binary is removed when the package's tests end, through
+// controlplanetest.AtExit.
 func Build(t testing.TB, pkg string) string {
 	t.Helper()
 	builds.Lock()
@@ -70,6 +72,7 @@ func Build(t testing.TB, pkg string) string {
 			b.err = err
 			return
 		}
+		controlplanetest.AtExit(func() { _ = os.RemoveAll(dir) })
 		_, file, _, _ := runtime.Caller(0)
 		root := filepath.Join(filepath.Dir(file), "..", "..", "..")
 		b.bin = filepath.Join(dir, filepath.Base(pkg))
