@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
+	"github.com/tinymod/tinymod/internal/clock"
 	"github.com/tinymod/tinymod/internal/leader"
 	"github.com/tinymod/tinymod/internal/mapping"
 	"github.com/tinymod/tinymod/internal/schema"
@@ -82,7 +83,9 @@ type instance struct {
 }
 
 type wiring struct {
-	ports    map[string]*port
+	ports map[string]*port
+	// edges are those of output ports the component has now: a port that
+	// has edges needs no look-up of its own to be sent on.
 	edges    map[string][]*edge
 	mappings map[mappingKey]*compiledMapping
 }
@@ -90,7 +93,21 @@ type wiring struct {
 // publishLocked makes ports, edges and mappings as they are now what send
 // and receive read. The caller holds mu.
 func (inst *instance) publishLocked() {
-	inst.wiring.Store(&wiring{ports: inst.ports, edges: inst.edges, mappings: inst.mappings})
+	edges := inst.edges
+	for name := range inst.edges {
+		if p := inst.ports[name]; p == nil || !p.def.Source {
+			// The port went after the edges were made (the component's
+			// ports changed): a send there fails until it comes back.
+			edges = make(map[string][]*edge, len(inst.edges))
+			for name, es := range inst.edges {
+				if p := inst.ports[name]; p != nil && p.def.Source {
+					edges[name] = es
+				}
+			}
+			break
+		}
+	}
+	inst.wiring.Store(&wiring{ports: inst.ports, edges: edges, mappings: inst.mappings})
 }
 
 // lookUp returns the port a message goes to and the mapping on its way
@@ -749,7 +766,7 @@ func (inst *instance) decode(p *port, m *compiledMapping, data any) (any, error)
 // handle calls the component, turning a panic into an error, counting, and
 // recording a failure.
 func (inst *instance) handle(ctx context.Context, p *port, from, portName string, msg any) (result any) {
-	start := nanotime()
+	start := clock.Now()
 	defer func() {
 		if r := recover(); r != nil {
 			// A bug: trying again would only panic again (and redo whatever
@@ -766,13 +783,6 @@ func (inst *instance) handle(ctx context.Context, p *port, from, portName string
 	}()
 	return inst.component.Handle(ctx, inst.output, portName, msg)
 }
-
-// clockBase anchors nanotime.
-var clockBase = time.Now()
-
-// nanotime is the monotonic clock in nanoseconds, for measuring durations:
-// half the cost of time.Now, whose wall clock a duration does not need.
-func nanotime() int64 { return int64(time.Since(clockBase)) }
 
 // send is the instance's output handler.
 func (inst *instance) send(ctx context.Context, portName string, data any) any {
@@ -792,9 +802,10 @@ func (inst *instance) send(ctx context.Context, portName string, data any) any {
 
 	w := inst.wiring.Load()
 	edges := w.edges[portName]
-	p := w.ports[portName]
-	if p == nil || !p.def.Source {
-		return module.Permanent(fmt.Errorf("%w: %s has no output port %q", ErrNoPort, inst.name, portName))
+	if len(edges) == 0 {
+		if p := w.ports[portName]; p == nil || !p.def.Source {
+			return module.Permanent(fmt.Errorf("%w: %s has no output port %q", ErrNoPort, inst.name, portName))
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return err

@@ -3,10 +3,10 @@ package scheduler
 import (
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tinymod/tinymod/internal/clock"
 	promreg "github.com/tinymod/tinymod/internal/metrics"
 )
 
@@ -173,7 +173,7 @@ func (m *metrics) forget(node string) {
 	m.handled.retire(gone...)
 }
 
-func (p *port) observe(start int64, result any) {
+func (p *port) observe(start clock.Mono, result any) {
 	err, failed := result.(error)
-	p.m.resolve().observe(time.Duration(nanotime()-start), failed && err != nil)
+	p.m.resolve().observe(clock.Since(start), failed && err != nil)
 }
