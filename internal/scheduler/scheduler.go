@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
+	"github.com/tinymod/tinymod/internal/clock"
 	"github.com/tinymod/tinymod/internal/leader"
 	"github.com/tinymod/tinymod/module"
 )
@@ -114,6 +115,7 @@ func New(opts Options) (*Scheduler, error) {
 	if opts.Components == nil {
 		opts.Components = module.Registered()
 	}
+	go clock.Now() // the clock's first read takes 2 ms: not a message's
 	if opts.Leader == nil {
 		opts.Leader = leader.Never
 	}
