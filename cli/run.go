@@ -10,7 +10,6 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -127,21 +126,6 @@ func defaultIdentity() string {
 	return host + "-" + hex.EncodeToString(b)
 }
 
-// DefaultGCPercent is the garbage collector's target a replica runs with
-// unless GOGC says otherwise: a replica's heap is mostly its nodes, kept for
-// as long as they run, so Go's default of 100 would hold as much again in
-// garbage; at 50 a reader holds about 12 KiB per node instead of 17 (see
-// docs/benchmarks.md), for more frequent collections.
-const DefaultGCPercent = 50
-
-// setGCPercent applies DefaultGCPercent when GOGC is not set (the runtime
-// has applied GOGC when it is).
-func setGCPercent(getenv func(string) string) {
-	if getenv("GOGC") == "" {
-		debug.SetGCPercent(DefaultGCPercent)
-	}
-}
-
 func run(ctx context.Context, o RunOptions, version string, components []module.Component) error {
 	if o.Name == "" {
 		return fmt.Errorf("--name is required")
@@ -159,7 +143,7 @@ func run(ctx context.Context, o RunOptions, version string, components []module.
 	if o.Identity == "" {
 		o.Identity = defaultIdentity()
 	}
-	setGCPercent(os.Getenv)
+	defer tuneGCUnlessSet(os.Getenv)()
 	base, err := newLogger(o.LogFormat, os.Stderr)
 	if err != nil {
 		return err

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"runtime/debug"
 	"testing"
 )
 
@@ -30,16 +29,3 @@ func TestLoopback(t *testing.T) {
 	}
 }
 
-// TestGCPercent: a replica collects at DefaultGCPercent unless GOGC says.
-func TestGCPercent(t *testing.T) {
-	prev := debug.SetGCPercent(100)
-	defer debug.SetGCPercent(prev)
-	setGCPercent(func(string) string { return "200" })
-	if got := debug.SetGCPercent(100); got != 100 {
-		t.Errorf("with GOGC set: %d, want it left alone", got)
-	}
-	setGCPercent(func(string) string { return "" })
-	if got := debug.SetGCPercent(100); got != DefaultGCPercent {
-		t.Errorf("without GOGC: %d, want %d", got, DefaultGCPercent)
-	}
-}
