@@ -2,9 +2,7 @@ package controller_test
 
 import (
 	"context"
-	"io"
 	"net/http"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -122,41 +120,16 @@ func TestCopiesOlderThanOwnWritesAreNotReconciled(t *testing.T) {
 	}
 }
 
-// failFirst answers the first n requests that match with 503, as an API
-// server under load does.
-type failFirst struct {
-	mu    sync.Mutex
-	n     int
-	match func(*http.Request) bool
-	next  http.RoundTripper
-}
-
-func (f *failFirst) RoundTrip(req *http.Request) (*http.Response, error) {
-	f.mu.Lock()
-	fail := f.n > 0 && f.match(req)
-	if fail {
-		f.n--
-	}
-	f.mu.Unlock()
-	if fail {
-		return &http.Response{StatusCode: http.StatusServiceUnavailable, Header: http.Header{"Content-Type": {"application/json"}},
-			Body:    io.NopCloser(strings.NewReader(`{"kind":"Status","apiVersion":"v1","status":"Failure","message":"injected","reason":"ServiceUnavailable","code":503}`)),
-			Request: req}, nil
-	}
-	return f.next.RoundTrip(req)
-}
-
 // statusWriterBehindFaults makes node "n" and a status writer whose client
 // gets 503 for its first n status writes.
-func statusWriterBehindFaults(t *testing.T, n int) (*controlplanetest.Env, context.Context, *v1alpha1.TinyNode, *failFirst, *controller.StatusWriter) {
+func statusWriterBehindFaults(t *testing.T, n int) (*controlplanetest.Env, context.Context, *v1alpha1.TinyNode, *controlplanetest.FaultRule, *controller.StatusWriter) {
 	env := controlplanetest.Start(t)
 	ns := env.Namespace(t)
 	ctx := controlplanetest.Context(t, time.Minute)
-	faults := &failFirst{n: n, match: func(req *http.Request) bool {
-		return req.Method == http.MethodPut && strings.HasSuffix(req.URL.Path, "/status")
-	}}
+	faults := &controlplanetest.Faults{}
+	statusWrites := faults.Fail(http.MethodPut, "/status", "", 1, n)
 	cfg := rest.CopyConfig(env.Config)
-	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { faults.next = rt; return faults })
+	cfg.Wrap(faults.Wrap)
 	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
 	if err != nil {
 		t.Fatal(err)
@@ -165,7 +138,7 @@ func statusWriterBehindFaults(t *testing.T, n int) (*controlplanetest.Env, conte
 	if err := env.Client.Create(ctx, node); err != nil {
 		t.Fatal(err)
 	}
-	return env, ctx, node, faults, &controller.StatusWriter{Client: c, Reader: c, Namespace: ns, Leader: leader.Always}
+	return env, ctx, node, statusWrites, &controller.StatusWriter{Client: c, Reader: c, Namespace: ns, Leader: leader.Always}
 }
 
 // TestFlushWaitsForARetriedChange: a graceful stop's flush waits for a
@@ -181,10 +154,7 @@ func TestFlushWaitsForARetriedChange(t *testing.T) {
 		})
 	}()
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
-		faults.mu.Lock()
-		injected := faults.n == 0
-		faults.mu.Unlock()
-		if injected {
+		if faults.Failed() == 1 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -225,9 +195,7 @@ func TestComponentChangesOutlastAPIFailures(t *testing.T) {
 	if got.Status.Metadata["running"] != "true" {
 		t.Errorf("metadata %v: the change was not written", got.Status.Metadata)
 	}
-	faults.mu.Lock()
-	defer faults.mu.Unlock()
-	if faults.n != 0 {
-		t.Errorf("%d faults never injected: the test proves nothing", faults.n)
+	if n := faults.Failed(); n != 3 {
+		t.Errorf("%d of 3 faults injected: the test proves less", n)
 	}
 }

@@ -234,10 +234,10 @@ func TestSignalArrivingWhileItsNodeFinishesIsDelivered(t *testing.T) {
 	h := newHarness(t)
 	currentNS.Store(h.ns)
 	w := newWire()
-	f := &faults{}
+	f := &controlplanetest.Faults{}
 	cfg := rest.CopyConfig(h.env.UserConfig(t, "finish-0"))
 	cfg.Wrap(w.wrap) // inside the faults: it sees only requests that reach the API server
-	cfg.Wrap(f.wrap)
+	cfg.Wrap(f.Wrap)
 	h.runModule("finish", "finish-0", cfg, false, gate{})
 	h.node("g", "finish", "gate")
 	h.waitReady("g", metav1.ConditionTrue, controller.ReasonRunning)
@@ -254,7 +254,7 @@ func TestSignalArrivingWhileItsNodeFinishesIsDelivered(t *testing.T) {
 			w.waitRead(t, "ADDED "+second)
 			handle.free()
 		} else {
-			f.add(http.MethodDelete, "/tinysignals/"+first, "", 1000) // the first delete fails
+			f.Fail(http.MethodDelete, "/tinysignals/"+first, "", 1000, 0) // the first delete fails
 			retry := w.holdResponse(t, http.MethodDelete, "/tinysignals/"+first)
 			s1 = h.press(first, "g", fmt.Sprintf(`{"name":%q}`, first))
 			retry.waitReached(t, 30*time.Second, first+"'s retried delete")
@@ -394,19 +394,6 @@ func TestQuickReelectionDeliversPendingSignals(t *testing.T) {
 	}
 }
 
-// stop ends rule's faults and returns how many it injected.
-func (f *faults) stop(rule *faultRule) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for i, r := range f.rules {
-		if r == rule {
-			f.rules = append(f.rules[:i], f.rules[i+1:]...)
-			break
-		}
-	}
-	return rule.failed
-}
-
 // TestSignalWriteErrorsBackOff: the API server fails, for 3 s, every status
 // write of one signal, and every delete of another (after its Handle ran), on
 // two nodes. The leader backs off per node from 100 ms: about 5 attempts each
@@ -415,9 +402,9 @@ func (f *faults) stop(rule *faultRule) int {
 func TestSignalWriteErrorsBackOff(t *testing.T) {
 	h := newHarness(t)
 	currentNS.Store(h.ns)
-	f := &faults{}
+	f := &controlplanetest.Faults{}
 	cfg := rest.CopyConfig(h.env.UserConfig(t, "backoff-0"))
-	cfg.Wrap(f.wrap)
+	cfg.Wrap(f.Wrap)
 	h.runModule("backoff", "backoff-0", cfg, false)
 	h.node("wa", "backoff", "recorder")
 	h.node("wb", "backoff", "recorder")
@@ -430,15 +417,15 @@ func TestSignalWriteErrorsBackOff(t *testing.T) {
 	)
 	type faulty struct {
 		what   string
-		rule   *faultRule
+		rule   *controlplanetest.FaultRule
 		sig    *v1alpha1.TinySignal
 		first  time.Time
 		counts int
 		done   bool
 	}
 	cases := []*faulty{
-		{what: "status write", rule: f.add(http.MethodPut, "/tinysignals/w-status/status", "", 1)},
-		{what: "delete", rule: f.add(http.MethodDelete, "/tinysignals/w-delete", "", 1)},
+		{what: "status write", rule: f.Fail(http.MethodPut, "/tinysignals/w-status/status", "", 1, 0)},
+		{what: "delete", rule: f.Fail(http.MethodDelete, "/tinysignals/w-delete", "", 1, 0)},
 	}
 	cases[0].sig = h.press("w-status", "wa", `{}`)
 	cases[1].sig = h.press("w-delete", "wb", `{}`)
@@ -449,12 +436,12 @@ func TestSignalWriteErrorsBackOff(t *testing.T) {
 			switch {
 			case c.done:
 			case c.first.IsZero():
-				if f.count(c.rule) > 0 {
+				if c.rule.Failed() > 0 {
 					c.first = time.Now()
 				}
 				left++
 			case time.Since(c.first) >= window:
-				c.counts, c.done = f.stop(c.rule), true
+				c.counts, c.done = c.rule.Stop(), true
 				if c.what == "status write" {
 					if n := handlingOf(h.ns, string(c.sig.UID)).runs.Load(); n != 0 {
 						t.Errorf("Handle ran %d times while no status write landed", n)

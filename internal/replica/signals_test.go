@@ -1,11 +1,9 @@
 package replica_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -223,65 +221,6 @@ func TestSignalsWaitForTheirModule(t *testing.T) {
 	}
 }
 
-// faults fails chosen requests of one replica before they reach the API
-// server, the way an overloaded or restarting API server does.
-type faults struct {
-	mu    sync.Mutex
-	rules []*faultRule
-}
-
-type faultRule struct {
-	method, pathPart, bodyPart string
-	every                      int // fail one in every; 1 fails all
-	seen, failed               int
-}
-
-func (f *faults) add(method, pathPart, bodyPart string, every int) *faultRule {
-	r := &faultRule{method: method, pathPart: pathPart, bodyPart: bodyPart, every: every}
-	f.mu.Lock()
-	f.rules = append(f.rules, r)
-	f.mu.Unlock()
-	return r
-}
-
-func (f *faults) count(r *faultRule) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return r.failed
-}
-
-func (f *faults) wrap(rt http.RoundTripper) http.RoundTripper {
-	return roundTrip(func(req *http.Request) (*http.Response, error) {
-		var body []byte
-		if req.Body != nil && req.GetBody != nil {
-			rc, err := req.GetBody()
-			if err == nil {
-				body, _ = io.ReadAll(rc)
-				rc.Close()
-			}
-		}
-		f.mu.Lock()
-		fail := false
-		for _, r := range f.rules {
-			if req.Method != r.method || !strings.Contains(req.URL.Path, r.pathPart) || !bytes.Contains(body, []byte(r.bodyPart)) {
-				continue
-			}
-			r.seen++
-			if (r.seen-1)%r.every == 0 {
-				r.failed++
-				fail = true
-			}
-		}
-		f.mu.Unlock()
-		if fail {
-			return &http.Response{StatusCode: http.StatusServiceUnavailable, Header: http.Header{"Content-Type": {"application/json"}},
-				Body:    io.NopCloser(strings.NewReader(`{"kind":"Status","apiVersion":"v1","status":"Failure","message":"injected","reason":"ServiceUnavailable","code":503}`)),
-				Request: req}, nil
-		}
-		return rt.RoundTrip(req)
-	})
-}
-
 type roundTrip func(*http.Request) (*http.Response, error)
 
 func (f roundTrip) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
@@ -294,13 +233,13 @@ func (f roundTrip) RoundTrip(req *http.Request) (*http.Response, error) { return
 func TestAPIFaultsDoNotRepeatOrSpendDeliveries(t *testing.T) {
 	h := newHarness(t)
 	currentNS.Store(h.ns)
-	f := &faults{}
-	deletes := f.add(http.MethodDelete, "/tinysignals/", "", 1000) // the first delete of a signal fails
-	failedWrites := f.add(http.MethodPut, "/status", `"phase":"Failed"`, 1000)
-	delivering := f.add(http.MethodPut, "/status", `"phase":"Delivering"`, 2)
-	failedEvents := f.add(http.MethodPost, "/events", "DeliveryFailed", 1000) // and its first Warning Event
+	f := &controlplanetest.Faults{}
+	deletes := f.Fail(http.MethodDelete, "/tinysignals/", "", 1000, 0) // the first delete of a signal fails
+	failedWrites := f.Fail(http.MethodPut, "/status", `"phase":"Failed"`, 1000, 0)
+	delivering := f.Fail(http.MethodPut, "/status", `"phase":"Delivering"`, 2, 0)
+	failedEvents := f.Fail(http.MethodPost, "/events", "DeliveryFailed", 1000, 0) // and its first Warning Event
 	cfg := rest.CopyConfig(h.env.UserConfig(t, "faulty-0"))
-	cfg.Wrap(f.wrap)
+	cfg.Wrap(f.Wrap)
 	h.runModule("faulty", "faulty-0", cfg, false)
 	h.node("rec", "faulty", "recorder")
 
@@ -327,8 +266,8 @@ func TestAPIFaultsDoNotRepeatOrSpendDeliveries(t *testing.T) {
 		t.Errorf("transiently failing signal: Handle ran %d times, status says %d attempts; want 8 and 8", n, got.Status.Attempts)
 	}
 	t.Logf("faults injected: %d deletes, %d Failed writes, %d Delivering writes, %d Events",
-		f.count(deletes), f.count(failedWrites), f.count(delivering), f.count(failedEvents))
-	if f.count(deletes) == 0 || f.count(failedWrites) == 0 || f.count(delivering) == 0 || f.count(failedEvents) == 0 {
+		deletes.Failed(), failedWrites.Failed(), delivering.Failed(), failedEvents.Failed())
+	if deletes.Failed() == 0 || failedWrites.Failed() == 0 || delivering.Failed() == 0 || failedEvents.Failed() == 0 {
 		t.Error("a fault was never injected: the test proves nothing")
 	}
 }
@@ -477,13 +416,13 @@ func TestComponentBugsDoNotTakeTheReplicaDown(t *testing.T) {
 	currentNS.Store(h.ns)
 	// The API server refuses the first Event: the panic's Event must still
 	// be written.
-	f := &faults{}
-	refused := f.add(http.MethodPost, "/events", "ComponentPanic", 1000)
+	f := &controlplanetest.Faults{}
+	refused := f.Fail(http.MethodPost, "/events", "ComponentPanic", 1000, 0)
 	cfg := rest.CopyConfig(h.env.UserConfig(t, "buggy-0"))
-	cfg.Wrap(f.wrap)
+	cfg.Wrap(f.Wrap)
 	r := h.runModule("buggy", "buggy-0", cfg, false, &boom{})
 	defer func() {
-		if f.count(refused) == 0 {
+		if refused.Failed() == 0 {
 			t.Error("no Event was refused: the test proves nothing about retries")
 		}
 	}()
