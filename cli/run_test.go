@@ -28,4 +28,3 @@ func TestLoopback(t *testing.T) {
 		}
 	}
 }
-
