@@ -19,6 +19,9 @@ func spin(d time.Duration) time.Duration {
 func TestSinceAgreesWithTheTimePackage(t *testing.T) {
 	on, ns := Counter()
 	t.Logf("time-stamp counter: %v, %.4f ns a tick", on, ns)
+	if on && (ns < 0.01 || ns > 100) {
+		t.Errorf("Counter: on at %v ns a tick", ns)
+	}
 	for _, span := range []time.Duration{time.Millisecond, 20 * time.Millisecond} {
 		m := Now()
 		want := spin(span)

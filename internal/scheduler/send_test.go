@@ -14,23 +14,33 @@ import (
 	"github.com/tinymod/tinymod/module"
 )
 
-// closing sends what arrives on "in" out of "out", until a message on "close"
-// takes that port away.
-type closing struct{ closed atomic.Bool }
+// Its "out" port, as reshaping declares it.
+const (
+	outSource  = iota // an output port
+	outGone           // no port
+	outAnInput        // an input port
+)
 
-func (c *closing) GetInfo() module.ComponentInfo { return module.ComponentInfo{Name: "closing"} }
-func (c *closing) Instance() module.Component    { return &closing{} }
-func (c *closing) Ports() []module.Port {
-	ports := []module.Port{{Name: "in", Configuration: Greeting{}}, {Name: "close"}}
-	if !c.closed.Load() {
+// reshaping sends what arrives on "in" out of "out"; a message on "reshape"
+// (outSource, outGone or outAnInput) changes what "out" is.
+type reshaping struct{ out atomic.Int32 }
+
+func (c *reshaping) GetInfo() module.ComponentInfo { return module.ComponentInfo{Name: "reshaping"} }
+func (c *reshaping) Instance() module.Component    { return &reshaping{} }
+func (c *reshaping) Ports() []module.Port {
+	ports := []module.Port{{Name: "in", Configuration: Greeting{}}, {Name: "reshape", Configuration: 0}}
+	switch c.out.Load() {
+	case outSource:
 		ports = append(ports, module.Port{Name: "out", Source: true, Configuration: Greeting{}})
+	case outAnInput:
+		ports = append(ports, module.Port{Name: "out", Configuration: Greeting{}})
 	}
 	return ports
 }
-func (c *closing) Handle(ctx context.Context, output module.Handler, port string, msg any) any {
+func (c *reshaping) Handle(ctx context.Context, output module.Handler, port string, msg any) any {
 	switch port {
-	case "close":
-		c.closed.Store(true)
+	case "reshape":
+		c.out.Store(int32(msg.(int)))
 		return output(ctx, v1alpha1.ControlPort, nil) // read the ports again
 	case "in":
 		return output(ctx, "out", msg)
@@ -38,12 +48,14 @@ func (c *closing) Handle(ctx context.Context, output module.Handler, port string
 	return nil
 }
 
-// TestSendOnAPortThatWentFails: the node's edges still name "out", but the
-// component no longer has it; a send there fails and reaches nobody.
-func TestSendOnAPortThatWentFails(t *testing.T) {
+// TestSendFollowsTheOutputPort: the node's edges name "out" throughout. A
+// send there fails and reaches nobody while the component has no such output
+// port (none, or an input of that name), and reaches the sink again when the
+// port comes back.
+func TestSendFollowsTheOutputPort(t *testing.T) {
 	s, err := New(Options{
 		Module:     module.Info{Name: "m"},
-		Components: []module.Component{&closing{}, &sink{}},
+		Components: []module.Component{&reshaping{}, &sink{}},
 		Leader:     leader.Always,
 		Metrics:    prometheus.NewRegistry(),
 	})
@@ -54,24 +66,39 @@ func TestSendOnAPortThatWentFails(t *testing.T) {
 	ctx := context.Background()
 	for _, n := range []*v1alpha1.TinyNode{
 		{ObjectMeta: metav1.ObjectMeta{Name: "y"}, Spec: v1alpha1.TinyNodeSpec{Module: "m", Component: "sink"}},
-		{ObjectMeta: metav1.ObjectMeta{Name: "x"}, Spec: v1alpha1.TinyNodeSpec{Module: "m", Component: "closing",
+		{ObjectMeta: metav1.ObjectMeta{Name: "x"}, Spec: v1alpha1.TinyNodeSpec{Module: "m", Component: "reshaping",
 			Edges: []v1alpha1.TinyNodeEdge{wire("e", "out", "y.in")}}},
 	} {
 		if p := s.Update(ctx, n); len(p) > 0 {
 			t.Fatalf("%s: %v", n.Name, p)
 		}
 	}
-	if res := s.Handle(ctx, Msg{To: "x.in", Data: Greeting{Who: "ann"}}); res != "got ann" {
-		t.Fatalf("before the port went: %v, want got ann", res)
-	}
-	if res := s.Handle(ctx, Msg{To: "x.close"}); res != nil {
-		t.Fatalf("close: %v", res)
-	}
-	res := s.Handle(ctx, Msg{To: "x.in", Data: Greeting{Who: "bob"}})
-	if err, _ := res.(error); !errors.Is(err, ErrNoPort) || !module.IsPermanent(err) {
-		t.Fatalf("after the port went: %v, want a permanent ErrNoPort", res)
-	}
-	if got := s.instance("y").component.(*sink).messages(); len(got) != 1 {
-		t.Errorf("the sink got %v, want ann's message only", got)
+	delivered := 0
+	for _, step := range []struct {
+		what      string
+		out       int
+		delivered bool
+	}{
+		{"an output port", outSource, true},
+		{"gone", outGone, false},
+		{"back", outSource, true},
+		{"an input port", outAnInput, false},
+		{"an output port again", outSource, true},
+	} {
+		if res := s.Handle(ctx, Msg{To: "x.reshape", Data: step.out}); res != nil {
+			t.Fatalf("%s: reshape: %v", step.what, res)
+		}
+		res := s.Handle(ctx, Msg{To: "x.in", Data: Greeting{Who: "ann"}})
+		if step.delivered {
+			delivered++
+			if res != "got ann" {
+				t.Errorf("%s: %v, want got ann", step.what, res)
+			}
+		} else if err, _ := res.(error); !errors.Is(err, ErrNoPort) || !module.IsPermanent(err) {
+			t.Errorf("%s: %v, want a permanent ErrNoPort", step.what, res)
+		}
+		if got := s.instance("y").component.(*sink).messages(); len(got) != delivered {
+			t.Errorf("%s: the sink got %d messages, want %d", step.what, len(got), delivered)
+		}
 	}
 }
