@@ -34,6 +34,18 @@ func (h *fakeHeap) read() (uint64, bool) {
 	return h.bytes.Load(), true
 }
 
+// tuneFake starts the tuner on a fake heap of bytes; it stops, and GOGC is
+// put back, when the test ends.
+func tuneFake(t *testing.T, bytes uint64) (*fakeHeap, func()) {
+	prev := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(prev) })
+	heap := &fakeHeap{}
+	heap.bytes.Store(bytes)
+	stop := tuneGC(heap.read)
+	t.Cleanup(stop)
+	return heap, stop
+}
+
 // awaitGOGC collects until the tuner has set want, or fails after 10 s.
 func awaitGOGC(t *testing.T, want int, what string) {
 	t.Helper()
@@ -50,12 +62,7 @@ func awaitGOGC(t *testing.T, want int, what string) {
 // its live heap passes twice GCHeadroom, at DefaultGCPercent; at 100 again
 // when it shrinks; and once something else sets the target, at theirs.
 func TestGCTunerFollowsTheLiveHeap(t *testing.T) {
-	prev := debug.SetGCPercent(100)
-	defer debug.SetGCPercent(prev)
-	heap := &fakeHeap{}
-	heap.bytes.Store(8 << 20)
-	stop := tuneGC(heap.read)
-	defer stop()
+	heap, _ := tuneFake(t, 8<<20)
 	awaitGOGC(t, 100, "a small heap")
 	heap.bytes.Store(96 << 20)
 	awaitGOGC(t, DefaultGCPercent, "a heap of 96 MiB")
@@ -85,11 +92,7 @@ func TestGCTunerFollowsTheLiveHeap(t *testing.T) {
 
 // TestGCTunerStops: after stop, the target is left alone.
 func TestGCTunerStops(t *testing.T) {
-	prev := debug.SetGCPercent(100)
-	defer debug.SetGCPercent(prev)
-	heap := &fakeHeap{}
-	heap.bytes.Store(96 << 20)
-	stop := tuneGC(heap.read)
+	heap, stop := tuneFake(t, 96<<20)
 	awaitGOGC(t, DefaultGCPercent, "a heap of 96 MiB")
 	stop()
 	heap.bytes.Store(8 << 20)
