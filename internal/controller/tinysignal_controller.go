@@ -27,7 +27,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/tinymod/tinymod/api/v1alpha1"
-	"github.com/tinymod/tinymod/internal/apicall"
 	"github.com/tinymod/tinymod/internal/leader"
 	"github.com/tinymod/tinymod/internal/metrics"
 	"github.com/tinymod/tinymod/internal/scheduler"
@@ -753,11 +752,15 @@ func RetryStartup(ctx context.Context, f func() error) error {
 	}
 }
 
-// bounded runs one API request of signal delivery within
-// apicall.DefaultTimeout: a request that hangs must not hold its node's
-// signals until the term ends, even if its transport ignores the context.
+// requestTimeout bounds one API request of signal delivery: a request that
+// hangs must not hold its node's signals until the term ends.
+const requestTimeout = 30 * time.Second
+
+// bounded runs one API request with ctx bounded by requestTimeout.
 func bounded(ctx context.Context, request func(context.Context) error) error {
-	return apicall.Bounded(ctx, apicall.DefaultTimeout, request)
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	return request(ctx)
 }
 
 // pause waits for d or until ctx ends.
