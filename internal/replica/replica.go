@@ -279,7 +279,11 @@ func Run(ctx context.Context, opts Options) error {
 		Render:    nodes.RenderStatus,
 		Window:    opts.StatusWindow,
 	}
-	transportClient := transport.NewClient(resolver{c: mgr.GetClient(), ns: opts.Namespace}, opts.GRPCToken)
+	transportMetrics, err := transport.NewMetrics(ctrlmetrics.Registry, opts.Module.Name)
+	if err != nil {
+		return fmt.Errorf("transport metrics: %w", err)
+	}
+	transportClient := transport.NewClientWith(resolver{c: mgr.GetClient(), ns: opts.Namespace}, opts.GRPCToken, transport.ClientConfig{Metrics: transportMetrics})
 	defer transportClient.Close()
 	sched, err = scheduler.New(scheduler.Options{
 		Module:     opts.Module,
@@ -381,7 +385,7 @@ func Run(ctx context.Context, opts Options) error {
 		grpcServer = grpc.NewServer(transport.ServerOptions(opts.GRPCToken)...)
 		healthSrv = health.NewServer()
 		healthpb.RegisterHealthServer(grpcServer, healthSrv)
-		moduleSrv = transport.NewServer(sched, opts.GRPCToken)
+		moduleSrv = transport.NewServerWith(sched, opts.GRPCToken, transport.ServerConfig{Metrics: transportMetrics})
 		moduleSrv.Register(grpcServer)
 		go func() { _ = grpcServer.Serve(opts.GRPCListener) }()
 	}

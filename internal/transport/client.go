@@ -54,6 +54,8 @@ type ClientConfig struct {
 	// message ask at once. Negative asks for every message. Defaults to
 	// DefaultResolveTTL.
 	ResolveTTL time.Duration
+	// Metrics, if not nil, counts the streams and what they carry.
+	Metrics *Metrics
 }
 
 // Client sends messages to other modules; it implements scheduler.Transport.
@@ -231,6 +233,7 @@ func (c *Client) stream(ctx context.Context, addr string) (*mux, error) {
 		return nil, err
 	}
 	m = newMux(stream, cancel)
+	m.out.sent, m.received = c.cfg.Metrics.sentFlow(), c.cfg.Metrics.receivedFlow()
 	c.mu.Lock()
 	if c.peers[addr] != p {
 		c.mu.Unlock()
@@ -240,9 +243,11 @@ func (c *Client) stream(ctx context.Context, addr string) (*mux, error) {
 	p.mux = m
 	p.muxes[m] = struct{}{}
 	c.mu.Unlock()
+	c.cfg.Metrics.streamOpened(true)
 	go func() {
 		m.receive()
 		c.ended(p, m)
+		c.cfg.Metrics.streamEnded(true)
 	}()
 	return m, nil
 }
@@ -344,6 +349,7 @@ func (c *Client) Send(ctx context.Context, targetModule string, msg scheduler.Ms
 				return decodeResult(nil, status.FromContextError(ctx.Err()).Err(), msg.To)
 			}
 			last = err // the message never reached that replica: try the next one
+			c.cfg.Metrics.notTaken()
 		}
 		if round > 0 || system {
 			break
@@ -434,9 +440,10 @@ func decodeResult(res *transportpb.Result, err error, to string) any {
 
 // mux multiplexes messages over one Stream to one replica.
 type mux struct {
-	stream transportpb.Module_StreamClient
-	cancel context.CancelFunc
-	out    *outbox
+	stream   transportpb.Module_StreamClient
+	cancel   context.CancelFunc
+	out      *outbox
+	received *flow // counts the frames read, if not nil
 
 	mu      sync.Mutex
 	seq     uint64
@@ -551,6 +558,7 @@ func (m *mux) receive() {
 			m.mu.Unlock()
 			return
 		}
+		m.received.frame(env)
 		each(env, m.deliver)
 	}
 }

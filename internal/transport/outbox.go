@@ -60,6 +60,7 @@ type outbox struct {
 	// are written, and returns those to write.
 	prepare func([]*transportpb.Envelope) []*transportpb.Envelope
 	batch   atomic.Bool // the peer reads batches
+	sent    *flow       // counts the frames written, if not nil
 
 	writeMu sync.Mutex // held around write and close
 	closed  bool       // under writeMu: nothing more is written
@@ -144,12 +145,14 @@ func (o *outbox) sendLocked(envs []*transportpb.Envelope) ([]*transportpb.Envelo
 		if err := o.write(&transportpb.Envelope{Batch: envs}); err != nil {
 			return envs, err
 		}
+		o.sent.count(len(envs))
 		return nil, nil
 	}
 	for i, env := range envs {
 		if err := o.write(env); err != nil {
 			return envs[i:], err
 		}
+		o.sent.count(1)
 	}
 	return nil, nil
 }

@@ -43,15 +43,18 @@ type ServerConfig struct {
 	// until one is answered, which holds the sender back through HTTP/2
 	// flow control. Defaults to DefaultMaxConcurrentPerStream.
 	MaxConcurrentPerStream int
+	// Metrics, if not nil, counts the streams and what they carry.
+	Metrics *Metrics
 }
 
 // Server serves the Module service for one replica.
 type Server struct {
 	transportpb.UnimplementedModuleServer
-	h     Handler
-	token string
-	limit int
-	work  *workers
+	h       Handler
+	token   string
+	limit   int
+	work    *workers
+	metrics *Metrics
 
 	drainOnce sync.Once
 	draining  chan struct{} // closed by Drain: streams take no new messages
@@ -71,7 +74,7 @@ func NewServerWith(h Handler, token string, cfg ServerConfig) *Server {
 	if cfg.MaxConcurrentPerStream <= 0 {
 		cfg.MaxConcurrentPerStream = DefaultMaxConcurrentPerStream
 	}
-	return &Server{h: h, token: token, limit: cfg.MaxConcurrentPerStream, work: newWorkers(),
+	return &Server{h: h, token: token, limit: cfg.MaxConcurrentPerStream, work: newWorkers(), metrics: cfg.Metrics,
 		draining: make(chan struct{}), cut: make(chan struct{}), ended: make(chan struct{})}
 }
 
@@ -112,9 +115,11 @@ func (s *Server) streamStarted() {
 	s.mu.Lock()
 	s.streams++
 	s.mu.Unlock()
+	s.metrics.streamOpened(false)
 }
 
 func (s *Server) streamEnded() {
+	s.metrics.streamEnded(false)
 	s.mu.Lock()
 	s.streams--
 	close(s.ended)
@@ -156,6 +161,7 @@ func (s *Server) Stream(stream transportpb.Module_StreamServer) error {
 	st := &serving{s: s, stream: stream, running: map[uint64]context.CancelCauseFunc{}, reading: true, finished: make(chan struct{})}
 	st.changed = sync.NewCond(&st.mu)
 	st.out = newOutbox(stream.Send, nil)
+	st.out.sent = s.metrics.sentFlow()
 	// Batches both ways if the sender reads them; the header says that
 	// this side does.
 	if md, ok := metadata.FromIncomingContext(stream.Context()); ok && readsBatches(md) {
@@ -248,6 +254,7 @@ func (st *serving) read() {
 			st.drain()
 		default:
 		}
+		st.s.metrics.receivedFlow().frame(env)
 		each(env, st.takeOrRefuse)
 	}
 }

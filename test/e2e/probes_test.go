@@ -73,6 +73,16 @@ func TestRunProbesAndMetrics(t *testing.T) {
 		if !strings.Contains(body, `tinymod_leader{identity="solo-0",module="solo"} 1`) {
 			return fmt.Errorf("no leader gauge of 1 in the metrics")
 		}
+		for _, series := range []string{
+			`tinymod_transport_frames_total{direction="sent",module="solo"}`,
+			`tinymod_transport_envelopes_total{direction="received",module="solo"}`,
+			`tinymod_transport_streams{module="solo",side="server"}`,
+			`tinymod_transport_unavailable_total{module="solo"}`,
+		} {
+			if !strings.Contains(body, series) {
+				return fmt.Errorf("no %s in the metrics", series)
+			}
+		}
 		return nil
 	})
 	// A failed delivery shows in the replica's per-node health, which no
