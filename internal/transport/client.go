@@ -233,7 +233,7 @@ func (c *Client) stream(ctx context.Context, addr string) (*mux, error) {
 		return nil, err
 	}
 	m = newMux(stream, cancel)
-	m.out.sent, m.received = c.cfg.Metrics.sentFlow(), c.cfg.Metrics.receivedFlow()
+	m.out.sent, m.received = c.cfg.Metrics.flows(true)
 	c.mu.Lock()
 	if c.peers[addr] != p {
 		c.mu.Unlock()
@@ -349,7 +349,9 @@ func (c *Client) Send(ctx context.Context, targetModule string, msg scheduler.Ms
 				return decodeResult(nil, status.FromContextError(ctx.Err()).Err(), msg.To)
 			}
 			last = err // the message never reached that replica: try the next one
-			c.cfg.Metrics.notTaken()
+			if status.Code(err) == codes.Unavailable {
+				c.cfg.Metrics.notTaken()
+			}
 		}
 		if round > 0 || system {
 			break

@@ -10,7 +10,7 @@ import (
 // Metrics counts what one replica's streams to and from other modules carry;
 // one serves its Client and its Server. A nil *Metrics counts nothing.
 type Metrics struct {
-	sent, received *flow
+	client, server struct{ sent, received *flow }
 	clientStreams  prometheus.Gauge
 	serverStreams  prometheus.Gauge
 	unavailable    prometheus.Counter
@@ -36,19 +36,19 @@ func (f *flow) frame(env *transportpb.Envelope) {
 func NewMetrics(reg prometheus.Registerer, module string) (*Metrics, error) {
 	frames := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tinymod_transport_frames_total",
-		Help: "gRPC messages on this replica's streams to and from other modules, by module and direction (sent, received).",
-	}, []string{"module", "direction"})
+		Help: "gRPC messages on this replica's streams with other modules, by module, side (client: streams it opened to send messages; server: streams it serves) and direction (sent, received).",
+	}, []string{"module", "side", "direction"})
 	envelopes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tinymod_transport_envelopes_total",
-		Help: "Messages, answers and notices those frames carried, by module and direction: over frames, how many shared a frame.",
-	}, []string{"module", "direction"})
+		Help: "What those frames carried, by module, side and direction: messages and cancellations from clients; answers, refusals and drain notices from servers. Divided by frames: how many shared a frame.",
+	}, []string{"module", "side", "direction"})
 	streams := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "tinymod_transport_streams",
 		Help: "Open streams, by module and side: client (to other modules' replicas), server (from them).",
 	}, []string{"module", "side"})
 	unavailable := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tinymod_transport_unavailable_total",
-		Help: "Messages a replica of another module did not take (it was draining, gone or unreachable), by module; each is tried on another replica.",
+		Help: "Attempts to send a message that a replica of another module did not take (it was draining, gone or unreachable), by module. The message goes to another replica, if one is left to try.",
 	}, []string{"module"})
 	var err error
 	if frames, err = promreg.Register(reg, frames); err != nil {
@@ -63,29 +63,28 @@ func NewMetrics(reg prometheus.Registerer, module string) (*Metrics, error) {
 	if unavailable, err = promreg.Register(reg, unavailable); err != nil {
 		return nil, err
 	}
-	way := func(direction string) *flow {
-		return &flow{frames: frames.WithLabelValues(module, direction), envelopes: envelopes.WithLabelValues(module, direction)}
+	way := func(side, direction string) *flow {
+		return &flow{frames: frames.WithLabelValues(module, side, direction), envelopes: envelopes.WithLabelValues(module, side, direction)}
 	}
-	return &Metrics{
-		sent: way("sent"), received: way("received"),
+	m := &Metrics{
 		clientStreams: streams.WithLabelValues(module, "client"),
 		serverStreams: streams.WithLabelValues(module, "server"),
 		unavailable:   unavailable.WithLabelValues(module),
-	}, nil
+	}
+	m.client.sent, m.client.received = way("client", "sent"), way("client", "received")
+	m.server.sent, m.server.received = way("server", "sent"), way("server", "received")
+	return m, nil
 }
 
-func (m *Metrics) sentFlow() *flow {
-	if m == nil {
-		return nil
+// flows returns the counters of one side's frames, or nils.
+func (m *Metrics) flows(client bool) (sent, received *flow) {
+	switch {
+	case m == nil:
+		return nil, nil
+	case client:
+		return m.client.sent, m.client.received
 	}
-	return m.sent
-}
-
-func (m *Metrics) receivedFlow() *flow {
-	if m == nil {
-		return nil
-	}
-	return m.received
+	return m.server.sent, m.server.received
 }
 
 func (m *Metrics) streamOpened(client bool) { m.streams(client, 1) }

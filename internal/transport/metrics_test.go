@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -41,28 +42,44 @@ func TestMetricsCountWhatTheWireCarries(t *testing.T) {
 
 	const conc, n = 32, 40
 	sendConcurrently(t, client, conc, n)
-	for _, c := range []struct {
-		what      string
-		got, want int
-	}{
-		{"server: frames received", value(sm.received.frames), int(wire.framesIn.Load())},
-		{"server: envelopes received", value(sm.received.envelopes), int(wire.envsIn.Load())},
-		{"server: frames sent", value(sm.sent.frames), int(wire.framesOut.Load())},
-		{"server: envelopes sent", value(sm.sent.envelopes), int(wire.envsOut.Load())},
-		{"client: frames sent", value(cm.sent.frames), int(wire.framesIn.Load())},
-		{"client: envelopes sent", value(cm.sent.envelopes), int(wire.envsIn.Load())},
-		{"client: frames received", value(cm.received.frames), int(wire.framesOut.Load())},
-		{"client: envelopes received", value(cm.received.envelopes), int(wire.envsOut.Load())},
-		{"client: envelopes sent, at least the messages", min(value(cm.sent.envelopes), conc*n), conc * n},
-		{"client: streams open", value(cm.clientStreams), 1},
-		{"server: streams open", value(sm.serverStreams), 1},
-		{"client: unavailable", value(cm.unavailable), 0},
-	} {
-		if c.got != c.want {
-			t.Errorf("%s: %d, want %d", c.what, c.got, c.want)
+	// A side counts a frame once its write returns, which may be after the
+	// other side has read it: the counts agree once the writers are done.
+	checks := func() []string {
+		var wrong []string
+		for _, c := range []struct {
+			what      string
+			got, want int
+		}{
+			{"server: frames received", value(sm.server.received.frames), int(wire.framesIn.Load())},
+			{"server: envelopes received", value(sm.server.received.envelopes), int(wire.envsIn.Load())},
+			{"server: frames sent", value(sm.server.sent.frames), int(wire.framesOut.Load())},
+			{"server: envelopes sent", value(sm.server.sent.envelopes), int(wire.envsOut.Load())},
+			{"client: frames sent", value(cm.client.sent.frames), int(wire.framesIn.Load())},
+			{"client: envelopes sent", value(cm.client.sent.envelopes), int(wire.envsIn.Load())},
+			{"client: frames received", value(cm.client.received.frames), int(wire.framesOut.Load())},
+			{"client: envelopes received", value(cm.client.received.envelopes), int(wire.envsOut.Load())},
+			{"client: envelopes sent, at least the messages", min(value(cm.client.sent.envelopes), conc*n), conc * n},
+			{"server side of the client's metrics: frames", value(cm.server.sent.frames) + value(cm.server.received.frames), 0},
+			{"client side of the server's metrics: frames", value(sm.client.sent.frames) + value(sm.client.received.frames), 0},
+			{"client: streams open", value(cm.clientStreams), 1},
+			{"server: streams open", value(sm.serverStreams), 1},
+			{"client: unavailable", value(cm.unavailable), 0},
+		} {
+			if c.got != c.want {
+				wrong = append(wrong, fmt.Sprintf("%s: %d, want %d", c.what, c.got, c.want))
+			}
+		}
+		return wrong
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(checks()) > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			for _, w := range checks() {
+				t.Error(w)
+			}
+			t.FailNow()
 		}
 	}
-	t.Logf("client sent %d envelopes in %d frames", value(cm.sent.envelopes), value(cm.sent.frames))
+	t.Logf("client sent %d envelopes in %d frames", value(cm.client.sent.envelopes), value(cm.client.sent.frames))
 
 	client.Close()
 	for deadline := time.Now().Add(10 * time.Second); value(cm.clientStreams) != 0 || value(sm.serverStreams) != 0; time.Sleep(10 * time.Millisecond) {

@@ -139,9 +139,10 @@ type taken struct {
 // passes through no goroutine but the reader and its handler; the Stream's
 // own goroutine only waits for the drain, the cut or the end.
 type serving struct {
-	s      *Server
-	stream transportpb.Module_StreamServer
-	out    *outbox // answers, refusals and the drain notice
+	s        *Server
+	stream   transportpb.Module_StreamServer
+	out      *outbox // answers, refusals and the drain notice
+	received *flow   // counts the frames read, if not nil
 
 	mu       sync.Mutex
 	changed  *sync.Cond                         // on mu: a slot freed, the stream drained, cut or ended
@@ -161,7 +162,7 @@ func (s *Server) Stream(stream transportpb.Module_StreamServer) error {
 	st := &serving{s: s, stream: stream, running: map[uint64]context.CancelCauseFunc{}, reading: true, finished: make(chan struct{})}
 	st.changed = sync.NewCond(&st.mu)
 	st.out = newOutbox(stream.Send, nil)
-	st.out.sent = s.metrics.sentFlow()
+	st.out.sent, st.received = s.metrics.flows(false)
 	// Batches both ways if the sender reads them; the header says that
 	// this side does.
 	if md, ok := metadata.FromIncomingContext(stream.Context()); ok && readsBatches(md) {
@@ -254,7 +255,7 @@ func (st *serving) read() {
 			st.drain()
 		default:
 		}
-		st.s.metrics.receivedFlow().frame(env)
+		st.received.frame(env)
 		each(env, st.takeOrRefuse)
 	}
 }

@@ -74,8 +74,8 @@ func TestRunProbesAndMetrics(t *testing.T) {
 			return fmt.Errorf("no leader gauge of 1 in the metrics")
 		}
 		for _, series := range []string{
-			`tinymod_transport_frames_total{direction="sent",module="solo"}`,
-			`tinymod_transport_envelopes_total{direction="received",module="solo"}`,
+			`tinymod_transport_frames_total{direction="sent",module="solo",side="client"}`,
+			`tinymod_transport_envelopes_total{direction="received",module="solo",side="server"}`,
 			`tinymod_transport_streams{module="solo",side="server"}`,
 			`tinymod_transport_unavailable_total{module="solo"}`,
 		} {
