@@ -32,6 +32,14 @@ import (
 // MaxMessageSize bounds one message on the wire, both ways.
 const MaxMessageSize = 4 << 20
 
+// HTTP/2 flow-control windows, fixed: with them set, gRPC does not estimate
+// the bandwidth-delay product, whose PING, sent about once a round trip
+// while data flows, costs each side a write and a read.
+const (
+	streamWindow = 1 << 20
+	connWindow   = 4 << 20
+)
+
 // MinKeepaliveTime is the shortest interval at which a client may ping a
 // replica (gRPC's own floor); servers accept pings twice as often, so timer
 // jitter never makes them refuse a client's.
@@ -61,6 +69,7 @@ func ServerOptions(token string) []grpc.ServerOption {
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: serverKeepaliveTime, Timeout: serverKeepaliveTimeout}),
+		grpc.InitialWindowSize(streamWindow), grpc.InitialConnWindowSize(connWindow),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: MinKeepaliveTime / 2, PermitWithoutStream: true}),
 	}
 	if token != "" {
